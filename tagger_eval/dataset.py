@@ -1,0 +1,179 @@
+"""The `data.db` ground truth: a sqlite file of Danbooru-shaped posts with images beside it.
+
+Posts are read one at a time by id, so a 30,000-post dataset costs no more memory than a 30-post one.
+The schema is documented in `datasets/README.md`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from PIL import Image, UnidentifiedImageError
+
+from tagger_eval.tags import (
+    ARTIST,
+    CHARACTER,
+    COPYRIGHT,
+    GENERAL,
+    META,
+    RATING,
+    normalise_tag,
+    rating_tag,
+    split_tag_string,
+)
+
+SCHEMA_VERSION = 1
+
+# Column -> category of the tags it holds; the order is the order truth tags are listed in messages.
+TAG_COLUMNS = {
+    "tag_string_general": GENERAL,
+    "tag_string_character": CHARACTER,
+    "tag_string_copyright": COPYRIGHT,
+    "tag_string_artist": ARTIST,
+    "tag_string_meta": META,
+}
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS posts (
+    id INTEGER PRIMARY KEY,
+    md5 TEXT NOT NULL,
+    file_ext TEXT NOT NULL,
+    rating TEXT NOT NULL CHECK (rating IN ('g', 's', 'q', 'e')),
+    tag_string_general TEXT NOT NULL DEFAULT '',
+    tag_string_character TEXT NOT NULL DEFAULT '',
+    tag_string_copyright TEXT NOT NULL DEFAULT '',
+    tag_string_artist TEXT NOT NULL DEFAULT '',
+    tag_string_meta TEXT NOT NULL DEFAULT '',
+    image_path TEXT NOT NULL,
+    image_width INTEGER,
+    image_height INTEGER,
+    source TEXT NOT NULL,
+    source_url TEXT,
+    created_at TEXT,
+    fetched_at TEXT
+);
+CREATE TABLE IF NOT EXISTS metadata (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+REQUIRED_COLUMNS = ("id", "md5", "file_ext", "rating", *TAG_COLUMNS, "image_path")
+
+
+class DatasetError(Exception):
+    """The data.db itself cannot be used: missing, not sqlite, or without the columns the suite reads."""
+
+
+class ImageUnavailable(Exception):
+    """One post's image is missing or unreadable; the post is skipped, the run goes on."""
+
+
+@dataclass(frozen=True)
+class Post:
+    id: int
+    md5: str
+    file_ext: str
+    rating: str
+    tags: Mapping[str, int]
+    """Every truth tag (normalised) with its Danbooru category, the rating included as `rating:<name>`."""
+    image_path: Path
+
+    @property
+    def truth(self) -> frozenset[str]:
+        return frozenset(self.tags)
+
+
+def create_schema(connection: sqlite3.Connection) -> None:
+    """For writers of data.db (the demo generator, the Danbooru downloader)."""
+    connection.executescript(SCHEMA)
+
+
+class Dataset:
+    """Read-only access to a data.db; opening it checks the schema so errors surface before any test runs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.root = self.path.parent
+        if not self.path.is_file():
+            raise DatasetError(f"dataset not found: {self.path} (expected a data.db sqlite file)")
+        try:
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(posts)")}
+        except sqlite3.DatabaseError as error:
+            raise DatasetError(f"{self.path} is not a readable sqlite database: {error}") from error
+        if not columns:
+            self.close()
+            raise DatasetError(f"{self.path} has no 'posts' table; see datasets/README.md for the schema")
+        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+        if missing:
+            self.close()
+            raise DatasetError(f"{self.path}: table 'posts' lacks column(s) {', '.join(missing)}")
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def post_ids(self) -> list[int]:
+        return [row[0] for row in self._db.execute("SELECT id FROM posts ORDER BY id")]
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM posts").fetchone()[0]
+
+    def metadata(self) -> dict[str, str]:
+        try:
+            return dict(self._db.execute("SELECT key, value FROM metadata").fetchall())
+        except sqlite3.OperationalError:
+            return {}
+
+    def get(self, post_id: int) -> Post:
+        row = self._db.execute("SELECT * FROM posts WHERE id = ?", (post_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"post {post_id} is not in {self.path}")
+        return self._post_from_row(row)
+
+    def __iter__(self) -> Iterator[Post]:
+        for row in self._db.execute("SELECT * FROM posts ORDER BY id"):
+            yield self._post_from_row(row)
+
+    def _post_from_row(self, row: sqlite3.Row) -> Post:
+        try:
+            rating = rating_tag(row["rating"])
+        except (ValueError, AttributeError) as error:
+            raise DatasetError(f"{self.path}: post {row['id']} has an invalid rating: {error}") from error
+        tags: dict[str, int] = {}
+        for column, category in TAG_COLUMNS.items():
+            for name in split_tag_string(row[column]):
+                tags.setdefault(normalise_tag(name), category)
+        tags[rating] = RATING
+        return Post(
+            id=row["id"],
+            md5=row["md5"],
+            file_ext=row["file_ext"],
+            rating=row["rating"],
+            tags=MappingProxyType(tags),
+            image_path=self.root / row["image_path"],
+        )
+
+    @staticmethod
+    def load_image(post: Post) -> Image.Image:
+        """The decoded image; any reason it cannot be had becomes one `ImageUnavailable` with the path in it."""
+        try:
+            with Image.open(post.image_path) as image:
+                image.load()
+                return image
+        except FileNotFoundError:
+            raise ImageUnavailable(f"post {post.id}: image file missing: {post.image_path}") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+            raise ImageUnavailable(f"post {post.id}: image {post.image_path} is unreadable: {error}") from error

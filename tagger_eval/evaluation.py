@@ -1,0 +1,29 @@
+"""The evaluation's test module: the plugin collects it when `--tagger` is given, one test per (tagger, post)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tagger_eval.session import EvaluationSession, PostSkipped, TaggerRun
+
+
+def test_post_score(
+    tagger_eval_session: EvaluationSession, tagger_run: TaggerRun, post_id: int, benchmark, record_property
+) -> None:
+    benchmark.group = tagger_run.label
+    try:
+        result = tagger_run.evaluate(
+            tagger_eval_session.dataset,
+            post_id,
+            run_inference=lambda infer: benchmark.pedantic(infer, rounds=1, iterations=1, warmup_rounds=0),
+        )
+    except PostSkipped as skip:
+        record_property("tagger_eval", tagger_run.unscored(post_id, "skipped", str(skip)).to_dict())
+        pytest.skip(str(skip))
+    except Exception as error:
+        record_property("tagger_eval", tagger_run.unscored(post_id, "error", f"{type(error).__name__}: {error}")
+                        .to_dict())
+        raise
+    record_property("tagger_eval", result.to_dict())
+    if not result.passed:
+        pytest.fail(result.failure_message(), pytrace=False)

@@ -1,0 +1,212 @@
+"""One evaluation run, independent of pytest: settings, loaded taggers, per-post results.
+
+The pytest plugin is a thin shell around this module; `EvaluationSession.evaluate` is the whole per-test work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import ChainMap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tagger_eval import demo
+from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable
+from tagger_eval.scope import ALL, SCOPES, scoped_tags
+from tagger_eval.scoring import PostScore, score_post
+from tagger_eval.taggers import Sample, Tagger, TaggerSpec, create, normalise_prediction, parse_specs, select_tags
+
+DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
+T = TypeVar("T")
+
+
+class PostSkipped(Exception):
+    """The post cannot be scored for this tagger (no image, no truth tags in scope); the reason is the message."""
+
+
+def parse_float_options(values: Iterable[str], option: str) -> tuple[float | None, dict[str, float]]:
+    """`--option=FLOAT` (every tagger) and `--option=NAME=FLOAT` (one tagger), each repeatable."""
+    default: float | None = None
+    per_tagger: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise ValueError(f"{option}: expected FLOAT or NAME=FLOAT, got {value!r}") from None
+        if name:
+            per_tagger[name] = parsed
+        else:
+            default = parsed
+    return default, per_tagger
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """One (tagger, post) outcome in builtin types only, so it can cross from pytest-xdist workers."""
+
+    tagger: str
+    post: int
+    status: str  # "scored", "skipped" or "error"
+    floor: float
+    threshold: float
+    runtime_s: float | None = None
+    counts: dict[str, Any] | None = None
+    missed_tags: list[str] = field(default_factory=list)
+    wrong_tags: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+    @property
+    def score(self) -> float:
+        assert self.counts is not None, "only scored results have a score"
+        return self.counts["score"]
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "scored" and self.score >= self.floor
+
+    def failure_message(self) -> str:
+        return (
+            f"{self.tagger} scored {self.score:.3f} on post {self.post}, below the floor {self.floor:.3f}\n"
+            f"  missed ({len(self.missed_tags)}): {' '.join(self.missed_tags) or '-'}\n"
+            f"  wrong ({len(self.wrong_tags)}): {' '.join(self.wrong_tags) or '-'}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PostResult:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TaggerSettings:
+    spec: TaggerSpec
+    threshold: float
+    score_floor: float
+    scope: str
+
+
+class TaggerRun:
+    """A loaded tagger with its settings; scores posts one at a time."""
+
+    def __init__(self, settings: TaggerSettings, tagger: Tagger) -> None:
+        self.settings = settings
+        self.tagger = tagger
+        vocabulary = tagger.vocabulary()
+        self.vocabulary = dict(vocabulary) if vocabulary is not None else None
+
+    @property
+    def label(self) -> str:
+        return self.settings.spec.label
+
+    def evaluate(
+        self,
+        dataset: Dataset,
+        post_id: int,
+        run_inference: Callable[[Callable[[], T]], T] = lambda infer: infer(),
+    ) -> PostResult:
+        """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
+        post = dataset.get(post_id)
+        truth = scoped_tags(post.tags, post.tags, self.settings.scope, self.vocabulary)
+        if not truth:
+            raise PostSkipped(f"post {post_id} has no truth tags in tag scope {self.settings.scope!r}")
+        try:
+            image = Dataset.load_image(post)
+        except ImageUnavailable as error:
+            raise PostSkipped(str(error)) from error
+
+        def infer() -> tuple[list[dict[str, float]], float]:
+            start = time.perf_counter()
+            output = self.tagger.predict([Sample(post, image)])
+            return output, time.perf_counter() - start
+
+        output, runtime = run_inference(infer)
+        if len(output) != 1:
+            raise RuntimeError(f"tagger {self.label} returned {len(output)} predictions for one image")
+        selected = select_tags(normalise_prediction(output[0]), self.settings.threshold)
+        # The tagger's own category for a tag it knows, else the dataset's.
+        categories = ChainMap(self.vocabulary or {}, post.tags)
+        predicted = scoped_tags(selected, categories, self.settings.scope, self.vocabulary)
+        post_score: PostScore = score_post(predicted, truth)
+        return PostResult(
+            tagger=self.label,
+            post=post_id,
+            status="scored",
+            floor=self.settings.score_floor,
+            threshold=self.settings.threshold,
+            runtime_s=runtime,
+            counts=post_score.to_dict(),
+            missed_tags=sorted(truth - predicted),
+            wrong_tags=sorted(predicted - truth),
+        )
+
+    def unscored(self, post_id: int, status: str, reason: str) -> PostResult:
+        """The record of a skipped or failed post, so the summary can count it."""
+        return PostResult(tagger=self.label, post=post_id, status=status, floor=self.settings.score_floor,
+                          threshold=self.settings.threshold, reason=reason)
+
+    def close(self) -> None:
+        self.tagger.close()
+
+
+class EvaluationSession:
+    """What `pytest --tagger=...` evaluates: the dataset, the selected taggers and their settings."""
+
+    def __init__(
+        self,
+        tagger_option: str | Iterable[str],
+        dataset_path: str | Path | None = None,
+        threshold_options: Iterable[str] = (),
+        floor_options: Iterable[str] = (),
+        scope: str = ALL,
+    ) -> None:
+        self.specs, self.unavailable = parse_specs(tagger_option)
+        if scope not in SCOPES:
+            raise ValueError(f"--tag-scope: unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
+        self.scope = scope
+        self.default_threshold, self.thresholds = parse_float_options(threshold_options, "--threshold")
+        self.default_floor, self.floors = parse_float_options(floor_options, "--score-floor")
+        labels = {spec.label for spec in self.specs} | {spec.name for spec in self.specs}
+        for option, per_tagger in (("--threshold", self.thresholds), ("--score-floor", self.floors)):
+            for name in per_tagger:
+                if name not in labels:
+                    raise ValueError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")
+        for threshold in [self.default_threshold, *self.thresholds.values()]:
+            if threshold is not None and not 0.0 <= threshold < 1.0:
+                raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+        self.dataset_path = Path(dataset_path) if dataset_path else DEFAULT_DATASET
+        if dataset_path is None and not self.dataset_path.exists():
+            raise DatasetError(
+                f"the bundled demo dataset is missing ({self.dataset_path}); create it with "
+                "`tagger-eval make-demo` or pass --dataset=PATH/data.db"
+            )
+        self.dataset = Dataset(self.dataset_path)
+        self.results: list[PostResult] = []
+
+    def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
+        def pick(per_tagger: dict[str, float], default: float | None, fallback: float) -> float:
+            for key in (spec.label, spec.name):
+                if key in per_tagger:
+                    return per_tagger[key]
+            return fallback if default is None else default
+
+        return TaggerSettings(
+            spec=spec,
+            threshold=pick(self.thresholds, self.default_threshold, tagger.default_threshold),
+            score_floor=pick(self.floors, self.default_floor, tagger.default_score_floor),
+            scope=self.scope,
+        )
+
+    def load(self, spec: TaggerSpec) -> TaggerRun:
+        tagger = create(spec)
+        return TaggerRun(self.settings(spec, tagger), tagger)
+
+    def record(self, result: PostResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.dataset.close()

@@ -1,0 +1,93 @@
+"""Names -> tagger factories, and the parsing of `--tagger=SPEC[,SPEC...]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tagger_eval.taggers.base import Tagger
+
+ALL = "all"
+
+
+class UnknownTaggerError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaggerEntry:
+    name: str
+    description: str
+    factory: Callable[[str | None], Tagger]
+    # Families such as `wd14-onnx:PATH` need an argument; `all` selects only entries that run without one.
+    needs_argument: bool = False
+    # Returns why the tagger cannot run here (a missing package, an uncached model), or None when it can.
+    unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """One selected tagger: `name` or `name:argument`."""
+
+    name: str
+    argument: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.argument is None else f"{self.name}:{self.argument}"
+
+
+_REGISTRY: dict[str, TaggerEntry] = {}
+
+
+def register(entry: TaggerEntry) -> None:
+    if entry.name in _REGISTRY or entry.name == ALL:
+        raise ValueError(f"tagger name {entry.name!r} is already taken")
+    _REGISTRY[entry.name] = entry
+
+
+def entries() -> list[TaggerEntry]:
+    return sorted(_REGISTRY.values(), key=lambda entry: entry.name)
+
+
+def get_entry(name: str) -> TaggerEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(entry.name for entry in entries())
+        raise UnknownTaggerError(f"unknown tagger {name!r}; known taggers: {known} (or 'all')") from None
+
+
+def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, str]]:
+    """The selected taggers, and for `all` the ones it left out with the reason.
+
+    Duplicates are dropped; an unknown name or a family given without its argument is an error.
+    """
+    parts = [text] if isinstance(text, str) else list(text)
+    specs: list[TaggerSpec] = []
+    skipped: dict[str, str] = {}
+    for part in (piece.strip() for chunk in parts for piece in chunk.split(",")):
+        if not part:
+            continue
+        if part == ALL:
+            for entry in entries():
+                if entry.needs_argument:
+                    continue
+                reason = entry.unavailable_reason()
+                if reason is None:
+                    specs.append(TaggerSpec(entry.name))
+                else:
+                    skipped[entry.name] = reason
+            continue
+        name, _, argument = part.partition(":")
+        entry = get_entry(name)
+        if entry.needs_argument and not argument:
+            raise UnknownTaggerError(f"tagger {name!r} needs an argument: --tagger={name}:...")
+        if argument and not entry.needs_argument:
+            raise UnknownTaggerError(f"tagger {name!r} takes no argument (got {part!r})")
+        specs.append(TaggerSpec(name, argument or None))
+    return list(dict.fromkeys(specs)), skipped
+
+
+def create(spec: TaggerSpec) -> Tagger:
+    return get_entry(spec.name).factory(spec.argument)

@@ -1,0 +1,58 @@
+"""Tag names, categories and ratings, normalised once at every boundary (dataset rows, tagger output)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings.
+GENERAL = 0
+ARTIST = 1
+COPYRIGHT = 3
+CHARACTER = 4
+META = 5
+RATING = 9
+
+CATEGORY_NAMES = {
+    GENERAL: "general",
+    ARTIST: "artist",
+    COPYRIGHT: "copyright",
+    CHARACTER: "character",
+    META: "meta",
+    RATING: "rating",
+}
+
+RATING_PREFIX = "rating:"
+RATING_LETTERS = {
+    "g": "rating:general",
+    "s": "rating:sensitive",
+    "q": "rating:questionable",
+    "e": "rating:explicit",
+}
+RATING_TAGS = frozenset(RATING_LETTERS.values())
+
+
+def normalise_tag(name: str) -> str:
+    """One spelling per tag: `Long hair`, `long_hair` and webui's `hatsune miku \\(vocaloid\\)` all match Danbooru."""
+    tag = name.strip().lower().replace("\\(", "(").replace("\\)", ")")
+    return "_".join(tag.split())
+
+
+def normalise_tags(names: Iterable[str]) -> set[str]:
+    return {tag for tag in map(normalise_tag, names) if tag}
+
+
+def is_rating(tag: str) -> bool:
+    return tag.startswith(RATING_PREFIX)
+
+
+def rating_tag(letter: str) -> str:
+    """Danbooru's one-letter rating (`g/s/q/e`) as the tag it counts as in the truth set."""
+    try:
+        return RATING_LETTERS[letter.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown Danbooru rating {letter!r}; expected one of g, s, q, e") from None
+
+
+def split_tag_string(tag_string: str | None) -> list[str]:
+    """Danbooru's space-separated tag strings; an empty or NULL column is no tags."""
+    return (tag_string or "").split()
