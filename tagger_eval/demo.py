@@ -145,7 +145,8 @@ def render(scene: Scene) -> Image.Image:
         bottom = tuple(channel // 2 + 64 for channel in top)
         for y in range(side):
             mix = y / (side - 1)
-            draw.line([(0, y), (side, y)], fill=tuple(round(a + (b - a) * mix) for a, b in zip(top, bottom)))
+            colour = tuple(round(a + (b - a) * mix) for a, b in zip(top, bottom, strict=True))
+            draw.line([(0, y), (side, y)], fill=colour)
     for shape in scene.shapes:
         cx, cy = CELLS[shape.cell]
         _draw_shape(draw, shape.kind, ((cx + shape.dx) * scale, (cy + shape.dy) * scale), shape.radius * scale,

@@ -104,7 +104,7 @@ def format_table(summaries: Iterable[TaggerSummary]) -> list[str]:
     lines = []
     for index, row in enumerate(rows):
         cells = [cell.ljust(width) if column == 0 else cell.rjust(width)
-                 for column, (cell, width) in enumerate(zip(row, widths))]
+                 for column, (cell, width) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))

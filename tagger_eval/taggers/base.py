@@ -36,7 +36,7 @@ class Tagger(ABC):
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         """One `{tag: probability}` per sample, in order; tag names as the model spells them."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the model (called once, when the session no longer needs this tagger)."""
 
 

@@ -32,7 +32,7 @@ def _soft_nearest(colour: np.ndarray, colours: Mapping[str, tuple[int, int, int]
     names, values = _palette(colours)
     distances = np.linalg.norm(values - colour, axis=1)
     weights = np.exp(-0.5 * (distances / sigma) ** 2) + 1e-9
-    return dict(zip(names, (weights / weights.sum()).tolist()))
+    return dict(zip(names, (weights / weights.sum()).tolist(), strict=True))
 
 
 def _as_array(image: Image.Image) -> np.ndarray:
@@ -138,7 +138,7 @@ class HistogramTagger(_DemoTagger):
         frame = max((p, tag) for tag, p in tags.items() if tag.endswith("_border") and tag != "border")
         # Colours alone: every colour seen is taken for one circle, the most common shape guess.
         shapes = []
-        for name, fraction in zip(names, share.tolist()):
+        for name, fraction in zip(names, share.tolist(), strict=True):
             if frame[1] == f"{name}_border" and tags["border"] > 0.5:
                 fraction -= 0.1  # the frame's own pixels
             if fraction > 0.01:

@@ -1,0 +1,31 @@
+"""Fixtures shared by the project's tests: small real data.db files built from the bundled demo posts."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tagger_eval.session import DEFAULT_DATASET
+
+
+@pytest.fixture
+def demo_subset(tmp_path: Path) -> Callable[..., Path]:
+    """Copy the first `posts` demo posts (rows and images) into a fresh data.db under tmp_path."""
+
+    def make(posts: int = 8, directory: str = "subset") -> Path:
+        target = tmp_path / directory
+        (target / "images").mkdir(parents=True)
+        db_path = target / "data.db"
+        shutil.copyfile(DEFAULT_DATASET, db_path)
+        with sqlite3.connect(db_path) as connection:
+            connection.execute("DELETE FROM posts WHERE id > ?", (posts,))
+            for (relative,) in connection.execute("SELECT image_path FROM posts"):
+                shutil.copyfile(DEFAULT_DATASET.parent / relative, target / relative)
+        connection.close()
+        return db_path
+
+    return make
