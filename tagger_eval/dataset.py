@@ -102,10 +102,11 @@ class Dataset:
         self.root = self.path.parent
         if not self.path.is_file():
             raise DatasetError(f"dataset not found: {self.path} (expected a data.db sqlite file)")
+        self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(posts)")}
         except sqlite3.DatabaseError as error:
+            self.close()
             raise DatasetError(f"{self.path} is not a readable sqlite database: {error}") from error
         if not columns:
             self.close()

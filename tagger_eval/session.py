@@ -128,8 +128,8 @@ class TaggerRun:
         if len(output) != 1:
             raise RuntimeError(f"tagger {self.label} returned {len(output)} predictions for one image")
         selected = select_tags(normalise_prediction(output[0]), self.settings.threshold)
-        # The tagger's own category for a tag it knows, else the dataset's.
-        categories = ChainMap(self.vocabulary or {}, post.tags)
+        # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
+        categories = ChainMap(post.tags, self.vocabulary or {})
         predicted = scoped_tags(selected, categories, self.settings.scope, self.vocabulary)
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
@@ -179,7 +179,7 @@ class EvaluationSession:
             if threshold is not None and not 0.0 <= threshold < 1.0:
                 raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
         self.dataset_path = Path(dataset_path) if dataset_path else DEFAULT_DATASET
-        if dataset_path is None and not self.dataset_path.exists():
+        if not dataset_path and not self.dataset_path.exists():
             raise DatasetError(
                 f"the bundled demo dataset is missing ({self.dataset_path}); create it with "
                 "`tagger-eval make-demo` or pass --dataset=PATH/data.db"

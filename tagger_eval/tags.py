@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings.
@@ -31,10 +32,20 @@ RATING_LETTERS = {
 RATING_TAGS = frozenset(RATING_LETTERS.values())
 
 
+_UNESCAPED_PARENTHESIS = re.compile(r"(?<!\\)[()]")
+_ESCAPED_PARENTHESIS = re.compile(r"\\([()])")
+
+
 def normalise_tag(name: str) -> str:
-    """One spelling per tag: `Long hair`, `long_hair` and webui's `hatsune miku \\(vocaloid\\)` all match Danbooru."""
-    tag = name.strip().lower().replace("\\(", "(").replace("\\)", ")")
-    return "_".join(tag.split())
+    """One spelling per tag: `Long hair`, `long_hair` and webui's `hatsune miku \\(vocaloid\\)` all match Danbooru.
+
+    The webui escapes every parenthesis, so escapes are removed only when all of them are escaped: Danbooru's own
+    `\\(^o^)/` keeps its backslash.
+    """
+    tag = "_".join(name.strip().lower().split())
+    if "\\" in tag and not _UNESCAPED_PARENTHESIS.search(tag):
+        tag = _ESCAPED_PARENTHESIS.sub(r"\1", tag)
+    return tag
 
 
 def normalise_tags(names: Iterable[str]) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,12 +42,14 @@ class Tagger(ABC):
 
 
 def normalise_prediction(probabilities: Mapping[str, float]) -> dict[str, float]:
-    """Tag names normalised; when two spellings meet, the higher probability stands."""
+    """Tag names normalised; when two spellings meet, the higher probability stands. NaN means a broken model."""
     normalised: dict[str, float] = {}
     for name, probability in probabilities.items():
-        tag = normalise_tag(name)
-        if tag and probability > normalised.get(tag, -1.0):
-            normalised[tag] = float(probability)
+        tag, value = normalise_tag(name), float(probability)
+        if math.isnan(value):
+            raise ValueError(f"the tagger returned NaN as the probability of {name!r}")
+        if tag and (tag not in normalised or value > normalised[tag]):
+            normalised[tag] = value
     return normalised
 
 
