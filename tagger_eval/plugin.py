@@ -97,6 +97,7 @@ class ResultCollector:
         if report.when == "call":
             self.results += [PostResult.from_dict(value) for name, value in report.user_properties if name == PROPERTY]
 
+    @pytest.hookimpl(trylast=True)  # after pytest-benchmark's per-post table, so the leaderboard ends the output
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
         if hasattr(config, "workerinput"):  # xdist workers: the controller prints the summary
             return
