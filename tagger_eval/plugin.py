@@ -15,7 +15,6 @@ from tagger_eval.summary import summary_lines
 from tagger_eval.taggers import TaggerSpec
 
 SESSION_KEY = pytest.StashKey[EvaluationSession]()
-COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
 PROPERTY = "tagger_eval"
 
 
@@ -49,8 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from error
     config.stash[SESSION_KEY] = session
     config.add_cleanup(session.close)
-    collector = config.stash[COLLECTOR_KEY] = ResultCollector(session)
-    config.pluginmanager.register(collector, "tagger-eval-results")
+    config.pluginmanager.register(ResultCollector(session), "tagger-eval-results")
     module = str(Path(evaluation.__file__))
     # `pytest --tagger=...` alone runs the evaluation instead of testpaths; explicit paths run beside it.
     if config.args_source == pytest.Config.ArgsSource.ARGS:

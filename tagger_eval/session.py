@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import ChainMap
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,7 +75,7 @@ class PostResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items()}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PostResult:
