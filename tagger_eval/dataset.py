@@ -138,6 +138,16 @@ class Dataset:
         except sqlite3.OperationalError:
             return {}
 
+    def tag_aliases(self) -> dict[str, str]:
+        """Active Danbooru aliases (old name -> today's), normalised; empty when the dataset has none."""
+        try:
+            rows = self._db.execute(
+                "SELECT antecedent_name, consequent_name FROM tag_aliases WHERE status = 'active'"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {normalise_tag(old): normalise_tag(new) for old, new in rows}
+
     def get(self, post_id: int) -> Post:
         row = self._db.execute("SELECT * FROM posts WHERE id = ?", (post_id,)).fetchone()
         if row is None:

@@ -12,7 +12,7 @@ from tagger_eval.dataset import DatasetError
 from tagger_eval.scope import ALL, SCOPES
 from tagger_eval.session import EvaluationSession, PostResult, TaggerRun
 from tagger_eval.summary import summary_lines
-from tagger_eval.taggers import TaggerSpec
+from tagger_eval.taggers import EXECUTION_PROVIDERS, TaggerOptions, TaggerSpec
 
 SESSION_KEY = pytest.StashKey[EvaluationSession]()
 PROPERTY = "tagger_eval"
@@ -29,8 +29,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="probability above which a tag is predicted (default: per tagger); repeatable")
     group.addoption("--score-floor", action="append", default=[], metavar="[NAME=]FLOAT",
                     help="a post fails when its score is below this (default: per tagger); repeatable")
+    group.addoption("--character-threshold", action="append", default=[], metavar="[NAME=]FLOAT",
+                    help="threshold for character tags (default: per tagger, e.g. 0.85 for WD14); repeatable")
     group.addoption("--tag-scope", default=ALL, choices=SCOPES,
                     help="which truth tags count (default: all, every Danbooru tag)")
+    group.addoption("--execution-provider", default="auto", choices=EXECUTION_PROVIDERS,
+                    help="onnxruntime provider for ONNX taggers (default: auto, the fastest installed)")
+    group.addoption("--tagger-threads", type=int, default=None, metavar="N",
+                    help="intra-op threads for in-process models (default: one per core)")
+    group.addoption("--http-timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="timeout of each request to a tagger server (default: 60)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +51,12 @@ def pytest_configure(config: pytest.Config) -> None:
             threshold_options=config.option.threshold,
             floor_options=config.option.score_floor,
             scope=config.option.tag_scope,
+            character_threshold_options=config.option.character_threshold,
+            tagger_options=TaggerOptions(
+                execution_provider=config.option.execution_provider,
+                threads=config.option.tagger_threads,
+                http_timeout=config.option.http_timeout,
+            ),
         )
     except (ValueError, DatasetError) as error:
         raise pytest.UsageError(str(error)) from error

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import ChainMap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,18 @@ from tagger_eval import demo
 from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable
 from tagger_eval.scope import ALL, SCOPES, scoped_tags
 from tagger_eval.scoring import PostScore, score_post
-from tagger_eval.taggers import Sample, Tagger, TaggerSpec, create, normalise_prediction, parse_specs, select_tags
+from tagger_eval.taggers import (
+    Sample,
+    Tagger,
+    TaggerOptions,
+    TaggerSpec,
+    create,
+    normalise_prediction,
+    parse_specs,
+    select_tags,
+)
+from tagger_eval.taggers.base import resolve_rating_aliases
+from tagger_eval.tags import RATING, rating_tag
 
 DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
 T = TypeVar("T")
@@ -51,7 +62,8 @@ class PostResult:
     post: int
     status: str  # "scored", "skipped" or "error"
     floor: float
-    threshold: float
+    threshold: float | None  # None: the server applied its own
+    character_threshold: float | None = None
     runtime_s: float | None = None
     counts: dict[str, Any] | None = None
     missed_tags: list[str] = field(default_factory=list)
@@ -88,16 +100,23 @@ class TaggerSettings:
     threshold: float
     score_floor: float
     scope: str
+    character_threshold: float | None = None
 
 
 class TaggerRun:
     """A loaded tagger with its settings; scores posts one at a time."""
 
-    def __init__(self, settings: TaggerSettings, tagger: Tagger) -> None:
+    def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
+        self.tag_aliases = dict(tag_aliases or {})
         vocabulary = tagger.vocabulary()
-        self.vocabulary = dict(vocabulary) if vocabulary is not None else None
+        self.vocabulary: dict[str, int] | None = None
+        if vocabulary is not None:
+            # In today's names, and with the ratings a coarse rating stands for, so `vocabulary` scope keeps them.
+            self.vocabulary = {self.tag_aliases.get(tag, tag): category for tag, category in vocabulary.items()}
+            for targets in tagger.rating_aliases.values():
+                self.vocabulary.update(dict.fromkeys(targets, RATING))
 
     @property
     def label(self) -> str:
@@ -127,17 +146,17 @@ class TaggerRun:
         output, runtime = run_inference(infer)
         if len(output) != 1:
             raise RuntimeError(f"tagger {self.label} returned {len(output)} predictions for one image")
-        selected = select_tags(normalise_prediction(output[0]), self.settings.threshold)
+        probabilities = normalise_prediction(output[0], self.tag_aliases)
+        selected = select_tags(probabilities, self.settings.threshold, self.settings.character_threshold,
+                               self.vocabulary)
+        selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
         # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
         categories = ChainMap(post.tags, self.vocabulary or {})
         predicted = scoped_tags(selected, categories, self.settings.scope, self.vocabulary)
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
-            tagger=self.label,
-            post=post_id,
+            **self._identity(post_id),
             status="scored",
-            floor=self.settings.score_floor,
-            threshold=self.settings.threshold,
             runtime_s=runtime,
             counts=post_score.to_dict(),
             missed_tags=sorted(truth - predicted),
@@ -146,8 +165,17 @@ class TaggerRun:
 
     def unscored(self, post_id: int, status: str, reason: str) -> PostResult:
         """The record of a skipped or failed post, so the summary can count it."""
-        return PostResult(tagger=self.label, post=post_id, status=status, floor=self.settings.score_floor,
-                          threshold=self.settings.threshold, reason=reason)
+        return PostResult(**self._identity(post_id), status=status, reason=reason)
+
+    def _identity(self, post_id: int) -> dict[str, Any]:
+        by_server = self.tagger.threshold_applied_by_server
+        return {
+            "tagger": self.label,
+            "post": post_id,
+            "floor": self.settings.score_floor,
+            "threshold": None if by_server else self.settings.threshold,
+            "character_threshold": None if by_server else self.settings.character_threshold,
+        }
 
     def close(self) -> None:
         self.tagger.close()
@@ -163,6 +191,8 @@ class EvaluationSession:
         threshold_options: Iterable[str] = (),
         floor_options: Iterable[str] = (),
         scope: str = ALL,
+        character_threshold_options: Iterable[str] = (),
+        tagger_options: TaggerOptions | None = None,
     ) -> None:
         self.specs, self.unavailable = parse_specs(tagger_option)
         if scope not in SCOPES:
@@ -170,14 +200,26 @@ class EvaluationSession:
         self.scope = scope
         self.default_threshold, self.thresholds = parse_float_options(threshold_options, "--threshold")
         self.default_floor, self.floors = parse_float_options(floor_options, "--score-floor")
+        self.default_character_threshold, self.character_thresholds = parse_float_options(
+            character_threshold_options, "--character-threshold"
+        )
+        self.tagger_options = tagger_options or TaggerOptions()
         labels = {spec.label for spec in self.specs} | {spec.name for spec in self.specs}
-        for option, per_tagger in (("--threshold", self.thresholds), ("--score-floor", self.floors)):
+        for option, per_tagger in (
+            ("--threshold", self.thresholds),
+            ("--score-floor", self.floors),
+            ("--character-threshold", self.character_thresholds),
+        ):
             for name in per_tagger:
                 if name not in labels:
                     raise ValueError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")
-        for threshold in [self.default_threshold, *self.thresholds.values()]:
-            if threshold is not None and not 0.0 <= threshold < 1.0:
-                raise ValueError(f"--threshold must be in [0, 1), got {threshold}")
+        for option, default, per_tagger in (
+            ("--threshold", self.default_threshold, self.thresholds),
+            ("--character-threshold", self.default_character_threshold, self.character_thresholds),
+        ):
+            for threshold in [default, *per_tagger.values()]:
+                if threshold is not None and not 0.0 <= threshold < 1.0:
+                    raise ValueError(f"{option} must be in [0, 1), got {threshold}")
         self.dataset_path = Path(dataset_path) if dataset_path else DEFAULT_DATASET
         if not dataset_path and not self.dataset_path.exists():
             raise DatasetError(
@@ -185,28 +227,31 @@ class EvaluationSession:
                 "`tagger-eval make-demo` or pass --dataset=PATH/data.db"
             )
         self.dataset = Dataset(self.dataset_path)
-        self.results: list[PostResult] = []
+        self.tag_aliases = self.dataset.tag_aliases()
 
     def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
-        def pick(per_tagger: dict[str, float], default: float | None, fallback: float) -> float:
+        def pick(per_tagger: dict[str, float], default: float | None, fallback: float | None) -> float | None:
             for key in (spec.label, spec.name):
                 if key in per_tagger:
                     return per_tagger[key]
             return fallback if default is None else default
 
+        threshold = pick(self.thresholds, self.default_threshold, tagger.default_threshold)
+        floor = pick(self.floors, self.default_floor, tagger.default_score_floor)
+        assert threshold is not None and floor is not None
         return TaggerSettings(
             spec=spec,
-            threshold=pick(self.thresholds, self.default_threshold, tagger.default_threshold),
-            score_floor=pick(self.floors, self.default_floor, tagger.default_score_floor),
+            threshold=threshold,
+            score_floor=floor,
             scope=self.scope,
+            character_threshold=pick(
+                self.character_thresholds, self.default_character_threshold, tagger.default_character_threshold
+            ),
         )
 
     def load(self, spec: TaggerSpec) -> TaggerRun:
-        tagger = create(spec)
-        return TaggerRun(self.settings(spec, tagger), tagger)
-
-    def record(self, result: PostResult) -> None:
-        self.results.append(result)
+        tagger = create(spec, self.tagger_options)
+        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases)
 
     def close(self) -> None:
         self.dataset.close()

@@ -23,7 +23,8 @@ class TaggerSummary:
     """
 
     tagger: str
-    threshold: float
+    threshold: float | None  # None: applied by the tagger's server
+    character_threshold: float | None
     posts: int
     mean_score: float | None
     median_score: float | None
@@ -45,6 +46,7 @@ class TaggerSummary:
         return cls(
             tagger=tagger,
             threshold=results[0].threshold,
+            character_threshold=results[0].character_threshold,
             posts=len(scored),
             mean_score=statistics.fmean(scores) if scores else None,
             median_score=statistics.median(scores) if scores else None,
@@ -75,7 +77,7 @@ def summarise(results: Iterable[PostResult]) -> list[TaggerSummary]:
 
 COLUMNS = (
     ("tagger", "tagger", "{}"),
-    ("threshold", "threshold", "{:.2f}"),
+    ("threshold", "threshold", "{}"),
     ("posts", "posts", "{}"),
     ("mean score", "mean_score", "{:.3f}"),
     ("median", "median_score", "{:.3f}"),
@@ -90,7 +92,18 @@ COLUMNS = (
 )
 
 
+def _threshold_cell(summary: TaggerSummary) -> str:
+    """`0.35`, `0.35/c0.85` with a character threshold of its own, or `server` when the server applied its own."""
+    if summary.threshold is None:
+        return "server"
+    if summary.character_threshold is None or summary.character_threshold == summary.threshold:
+        return f"{summary.threshold:.2f}"
+    return f"{summary.threshold:.2f}/c{summary.character_threshold:.2f}"
+
+
 def _cell(summary: TaggerSummary, attribute: str, template: str) -> str:
+    if attribute == "threshold":
+        return _threshold_cell(summary)
     value = getattr(summary, attribute)
     if value is None:
         return "-"

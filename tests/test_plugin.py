@@ -177,7 +177,7 @@ def test_inference_runs_once_per_post_and_is_benchmarked_per_tagger(pytester: py
                     log.write("call\\n")
                 return super().predict(samples)
 
-        register(TaggerEntry("counting", "counts its calls", lambda argument: CountingTagger()))
+        register(TaggerEntry("counting", "counts its calls", lambda argument, options: CountingTagger()))
     """)
     json_path = pytester.path / "bench.json"
     # A subprocess, so the test tagger registered by this conftest stays out of this process's registry.

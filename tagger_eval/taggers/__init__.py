@@ -1,11 +1,19 @@
 """The tagger interface, the registry, and the built-in taggers."""
 
-from tagger_eval.taggers.base import Sample, Tagger, normalise_prediction, select_tags
+from tagger_eval.taggers.base import (
+    EXECUTION_PROVIDERS,
+    Sample,
+    Tagger,
+    TaggerOptions,
+    normalise_prediction,
+    select_tags,
+)
 from tagger_eval.taggers.control import ControlTagger
 from tagger_eval.taggers.demo import HistogramTagger, LowResolutionTagger, PixelTagger
 from tagger_eval.taggers.registry import (
     TaggerEntry,
     TaggerSpec,
+    TaggerUnavailableError,
     UnknownTaggerError,
     create,
     entries,
@@ -20,13 +28,16 @@ for _cls, _description in (
     (LowResolutionTagger, "demo: the same analysis on a 24x24 thumbnail"),
     (HistogramTagger, "demo: colours only, guesses every shape is a circle"),
 ):
-    register(TaggerEntry(_cls.name, _description, lambda _argument, cls=_cls: cls()))
+    register(TaggerEntry(_cls.name, _description, lambda _argument, _options, cls=_cls: cls()))
 
 __all__ = [
+    "EXECUTION_PROVIDERS",
     "Sample",
     "Tagger",
     "TaggerEntry",
+    "TaggerOptions",
     "TaggerSpec",
+    "TaggerUnavailableError",
     "UnknownTaggerError",
     "create",
     "entries",

@@ -6,11 +6,23 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from PIL import Image
 
 from tagger_eval.dataset import Post
-from tagger_eval.tags import is_rating, normalise_tag
+from tagger_eval.tags import CHARACTER, is_rating, normalise_tag
+
+EXECUTION_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class TaggerOptions:
+    """Run-wide settings a backend may need to build its model or client (from the plugin's options)."""
+
+    execution_provider: str = "auto"  # onnxruntime: auto = the fastest one installed
+    threads: int | None = None  # intra-op threads for in-process models; None = one per core
+    http_timeout: float = 60.0  # seconds, for tagger servers
 
 
 @dataclass(frozen=True)
@@ -26,8 +38,14 @@ class Tagger(ABC):
 
     name: str
     default_threshold: float = 0.5
+    # Character tags may need more confidence than general ones (WD14: 0.85); None = the general threshold.
+    default_character_threshold: float | None = None
     # The per-post floor `test_post_score` asserts when the user sets none: low enough that a working tagger passes.
     default_score_floor: float = 0.0
+    # A server that answers with tag names only has thresholded them itself; ours cannot apply.
+    threshold_applied_by_server: bool = False
+    # Ratings the tagger outputs that stand for several of today's (DeepDanbooru's `rating:safe` is g or s).
+    rating_aliases: Mapping[str, frozenset[str]] = MappingProxyType({})
 
     def vocabulary(self) -> Mapping[str, int] | None:
         """Tag -> category for every tag the tagger can output; None for an open vocabulary."""
@@ -41,11 +59,18 @@ class Tagger(ABC):
         """Release the model (called once, when the session no longer needs this tagger)."""
 
 
-def normalise_prediction(probabilities: Mapping[str, float]) -> dict[str, float]:
-    """Tag names normalised; when two spellings meet, the higher probability stands. NaN means a broken model."""
+def normalise_prediction(
+    probabilities: Mapping[str, float], aliases: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """Tag names normalised, and renamed through Danbooru's tag aliases when given (a model trained on old names).
+
+    When two names meet, the higher probability stands. NaN means a broken model.
+    """
     normalised: dict[str, float] = {}
     for name, probability in probabilities.items():
         tag, value = normalise_tag(name), float(probability)
+        if aliases:
+            tag = aliases.get(tag, tag)
         if math.isnan(value):
             raise ValueError(f"the tagger returned NaN as the probability of {name!r}")
         if tag and (tag not in normalised or value > normalised[tag]):
@@ -53,14 +78,37 @@ def normalise_prediction(probabilities: Mapping[str, float]) -> dict[str, float]
     return normalised
 
 
-def select_tags(probabilities: Mapping[str, float], threshold: float) -> set[str]:
+def select_tags(
+    probabilities: Mapping[str, float],
+    threshold: float,
+    character_threshold: float | None = None,
+    categories: Mapping[str, int] | None = None,
+) -> set[str]:
     """Tags with probability strictly above the threshold, plus exactly one rating: the most probable one.
 
-    The strict `>` is the model authors' convention. A rating is always predicted when the tagger outputs any,
-    whatever its probability, because every Danbooru post has exactly one.
+    The strict `>` is the model authors' convention. Tags whose category (from `categories`) is character use
+    `character_threshold` when one is given. A rating is always predicted when the tagger outputs any, whatever its
+    probability, because every Danbooru post has exactly one.
     """
-    selected = {tag for tag, p in probabilities.items() if not is_rating(tag) and p > threshold}
+    if character_threshold is None or not categories:
+        selected = {tag for tag, p in probabilities.items() if not is_rating(tag) and p > threshold}
+    else:
+        selected = {
+            tag
+            for tag, p in probabilities.items()
+            if not is_rating(tag) and p > (character_threshold if categories.get(tag) == CHARACTER else threshold)
+        }
     ratings = [(p, tag) for tag, p in probabilities.items() if is_rating(tag)]
     if ratings:
         selected.add(max(ratings, key=lambda pair: pair[0])[1])
+    return selected
+
+
+def resolve_rating_aliases(
+    selected: set[str], truth_rating: str, rating_aliases: Mapping[str, frozenset[str]]
+) -> set[str]:
+    """A coarse rating (`rating:safe`) counts as the truth's rating when it stands for it, and stays wrong if not."""
+    for tag in selected & rating_aliases.keys():
+        if truth_rating in rating_aliases[tag]:
+            selected = (selected - {tag}) | {truth_rating}
     return selected

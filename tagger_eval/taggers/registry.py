@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tagger_eval.taggers.base import Tagger
+from tagger_eval.taggers.base import Tagger, TaggerOptions
 
 ALL = "all"
 
@@ -14,15 +14,21 @@ class UnknownTaggerError(ValueError):
     pass
 
 
+class TaggerUnavailableError(ValueError):
+    """A known tagger that cannot run here (a missing package, model files not downloaded); says how to fix it."""
+
+
 @dataclass(frozen=True)
 class TaggerEntry:
     name: str
     description: str
-    factory: Callable[[str | None], Tagger]
+    factory: Callable[[str | None, TaggerOptions], Tagger]
     # Families such as `wd14-onnx:PATH` need an argument; `all` selects only entries that run without one.
     needs_argument: bool = False
     # Returns why the tagger cannot run here (a missing package, an uncached model), or None when it can.
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
+    # How to make it available: `tagger-eval fetch` calls this (it may use the network).
+    fetch: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,12 @@ def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, 
             raise UnknownTaggerError(f"tagger {name!r} needs an argument: --tagger={name}:...")
         if argument and not entry.needs_argument:
             raise UnknownTaggerError(f"tagger {name!r} takes no argument (got {part!r})")
+        reason = entry.unavailable_reason()
+        if reason is not None:
+            raise TaggerUnavailableError(f"tagger {name!r} cannot run here: {reason}")
         specs.append(TaggerSpec(name, argument or None))
     return list(dict.fromkeys(specs)), skipped
 
 
-def create(spec: TaggerSpec) -> Tagger:
-    return get_entry(spec.name).factory(spec.argument)
+def create(spec: TaggerSpec, options: TaggerOptions | None = None) -> Tagger:
+    return get_entry(spec.name).factory(spec.argument, options or TaggerOptions())
