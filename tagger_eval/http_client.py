@@ -8,11 +8,13 @@ from urllib3.util.retry import Retry
 
 from tagger_eval import __version__
 
-USER_AGENT = f"tagger-eval/{__version__} (+https://github.com/tagger-eval/tagger-eval)"
+USER_AGENT = f"tagger-eval/{__version__} (image tagger evaluation; python-requests/{requests.__version__})"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def make_session(retries: int = 3, backoff: float = 0.5, allowed_methods: frozenset[str] | None = None) -> requests.Session:
+def make_session(
+    retries: int = 3, backoff: float = 0.5, allowed_methods: frozenset[str] | None = None
+) -> requests.Session:
     """A session that retries connection errors, 429 and 5xx with exponential backoff and honours Retry-After.
 
     POST is retried too by default: every call this project makes (tagging an image, reading an API) is idempotent.
