@@ -14,6 +14,9 @@ from tagger_eval.dataset import Post
 from tagger_eval.tags import CHARACTER, is_rating, normalise_tag
 
 EXECUTION_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+# Default per-post floor of real models: a post fails when the tagger got more tags wrong than the post has
+# (score < -1). A real evaluation sets its own floors from a baseline; this one only catches a broken pipeline.
+REAL_MODEL_SCORE_FLOOR = -1.0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class TaggerEntry:
     factory: Callable[[str | None, TaggerOptions], Tagger]
     # Families such as `wd14-onnx:PATH` need an argument; `all` selects only entries that run without one.
     needs_argument: bool = False
+    argument_name: str = "ARG"  # how `tagger-eval list` shows the argument: DIR, URL#MODEL, ...
     # Returns why the tagger cannot run here (a missing package, an uncached model), or None when it can.
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
     # How to make it available: `tagger-eval fetch` calls this (it may use the network).

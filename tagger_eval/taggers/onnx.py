@@ -1,0 +1,66 @@
+"""onnxruntime sessions built on purpose: chosen execution providers, threads and graph optimisation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tagger_eval.taggers.base import TaggerOptions
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+# What each --execution-provider asks for, best first; CPU is always the last resort.
+PROVIDER_CHOICES = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    # TensorRT builds an engine per input shape on first use, so `auto` stops at CUDA.
+    "auto": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+
+
+class ModelLoadError(Exception):
+    """A model file that cannot be used; the message names the file and why."""
+
+
+def missing_package_reason() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return 'onnxruntime is not installed: pip install "tagger-eval[onnx]"'
+    return None
+
+
+def select_providers(choice: str, available: list[str]) -> list[str]:
+    """The providers to request for `choice`; an explicit GPU choice that cannot be honoured is an error."""
+    try:
+        wanted = PROVIDER_CHOICES[choice]
+    except KeyError:
+        known = ", ".join(PROVIDER_CHOICES)
+        raise ValueError(f"unknown execution provider {choice!r}; expected one of {known}") from None
+    if choice != "auto" and wanted[0] not in available:
+        raise ModelLoadError(
+            f"execution provider {wanted[0]} is not available here (onnxruntime offers {', '.join(available)}); "
+            'for CUDA or TensorRT install onnxruntime-gpu: pip install "tagger-eval[gpu]"'
+        )
+    return [provider for provider in wanted if provider in available]
+
+
+def create_session(model_path: Path, options: TaggerOptions) -> onnxruntime.InferenceSession:
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    session_options.intra_op_num_threads = options.threads or os.cpu_count() or 1
+    session_options.inter_op_num_threads = 1
+    session_options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
+    providers = select_providers(options.execution_provider, onnxruntime.get_available_providers())
+    if not model_path.is_file():
+        raise ModelLoadError(f"model file not found: {model_path}")
+    try:
+        return onnxruntime.InferenceSession(str(model_path), sess_options=session_options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own pybind types for truncated or invalid files
+        raise ModelLoadError(f"{model_path} is not a loadable ONNX model: {error}") from error

@@ -1,0 +1,186 @@
+"""SmilingWolf's WD14 (wd-v1-4, v2) and WD v3 taggers, run in process with onnxruntime.
+
+Preprocessing follows the models' own demo app: alpha composited onto white (palette transparency included), the
+image padded to a centred white square, resized with bicubic only when the square's side differs from the model's
+input, RGB turned into BGR, float32 0-255, NHWC. Images smaller than the input are padded to a square and then
+upscaled (the v3 demo app's choice; the webui extension instead pads them with white up to the input size).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tagger_eval.hub import HubFiles
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
+from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
+from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
+
+MODEL_FILE = "model.onnx"
+TAGS_FILE = "selected_tags.csv"
+TAGS_HEADER = ["tag_id", "name", "category", "count"]
+KNOWN_CATEGORIES = {RATING, GENERAL, CHARACTER}
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One of SmilingWolf's published taggers: where its files are and its published defaults."""
+
+    name: str
+    repo_id: str
+    input_size: int = 448
+    threshold: float = 0.35
+    character_threshold: float = 0.85
+
+    @property
+    def files(self) -> HubFiles:
+        return HubFiles(self.repo_id, (MODEL_FILE, TAGS_FILE))
+
+
+PUBLISHED_MODELS = (
+    PublishedModel("wd14-vit", "SmilingWolf/wd-v1-4-vit-tagger"),
+    PublishedModel("wd14-convnext", "SmilingWolf/wd-v1-4-convnext-tagger"),
+    PublishedModel("wd14-vit-v2", "SmilingWolf/wd-v1-4-vit-tagger-v2"),
+    PublishedModel("wd14-convnext-v2", "SmilingWolf/wd-v1-4-convnext-tagger-v2"),
+    PublishedModel("wd14-convnextv2-v2", "SmilingWolf/wd-v1-4-convnextv2-tagger-v2"),
+    PublishedModel("wd14-swinv2-v2", "SmilingWolf/wd-v1-4-swinv2-tagger-v2"),
+    PublishedModel("wd14-moat-v2", "SmilingWolf/wd-v1-4-moat-tagger-v2"),
+    PublishedModel("wd-vit-v3", "SmilingWolf/wd-vit-tagger-v3"),
+    PublishedModel("wd-swinv2-v3", "SmilingWolf/wd-swinv2-tagger-v3"),
+    PublishedModel("wd-convnext-v3", "SmilingWolf/wd-convnext-tagger-v3"),
+    PublishedModel("wd-vit-large-v3", "SmilingWolf/wd-vit-large-tagger-v3"),
+    PublishedModel("wd-eva02-large-v3", "SmilingWolf/wd-eva02-large-tagger-v3"),
+)
+
+
+def read_selected_tags(path: Path) -> list[tuple[str, int]]:
+    """`selected_tags.csv` as (name, category) in output order; rating rows become `rating:<name>`."""
+    if not path.is_file():
+        raise ModelLoadError(f"tag file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.reader(file)
+        header = next(reader, None)
+        if header != TAGS_HEADER:
+            raise ModelLoadError(f"{path}: expected the header {','.join(TAGS_HEADER)}, found {header}")
+        tags = []
+        for line_number, row in enumerate(reader, start=2):
+            try:
+                name, category = row[1], int(row[2])
+            except (IndexError, ValueError):
+                raise ModelLoadError(f"{path}:{line_number}: malformed row {row}") from None
+            if category not in KNOWN_CATEGORIES:
+                raise ModelLoadError(f"{path}:{line_number}: unknown category {category} for {name!r}")
+            tags.append((f"{RATING_PREFIX}{name}" if category == RATING else name, category))
+    if not tags:
+        raise ModelLoadError(f"{path} lists no tags")
+    return tags
+
+
+def prepare_image(image: Image.Image, size: int) -> np.ndarray:
+    """One image as the model's input row: (size, size, 3) float32, BGR, 0-255."""
+    rgba = image.convert("RGBA")
+    flattened = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    flattened.alpha_composite(rgba)
+    rgb = flattened.convert("RGB")
+    side = max(rgb.size)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+    if side != size:
+        square = square.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.float32)[:, :, ::-1]
+
+
+class WD14Tagger(Tagger):
+    default_threshold = 0.35
+    default_character_threshold = 0.85
+    default_score_floor = REAL_MODEL_SCORE_FLOOR
+
+    def __init__(self, name: str, model_path: Path, tags_path: Path, options: TaggerOptions) -> None:
+        self.name = name
+        self.session = create_session(model_path, options)
+        tags = read_selected_tags(tags_path)
+        self.tag_names = [tag for tag, _ in tags]
+        self._vocabulary = dict(tags)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelLoadError(f"{model_path}: expected one input and an output, found {len(inputs)} inputs")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or not isinstance(shape[1], int):
+            raise ModelLoadError(f"{model_path}: expected an NHWC square RGB input, found shape {shape}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_size: int = shape[1]
+        # v2 exports fix the batch at 1; v3 exports leave it symbolic.
+        self.batch_size: int | None = shape[0] if isinstance(shape[0], int) else None
+        width = outputs[0].shape[-1]
+        if isinstance(width, int) and width != len(self.tag_names):
+            raise ModelLoadError(
+                f"{model_path} outputs {width} tags but {tags_path} lists {len(self.tag_names)}: "
+                "the model and its tag file do not belong together"
+            )
+
+    @classmethod
+    def from_directory(cls, directory: Path, options: TaggerOptions, name: str = "wd14-onnx") -> WD14Tagger:
+        if not directory.is_dir():
+            raise ModelLoadError(f"not a directory: {directory} (expected one with {MODEL_FILE} and {TAGS_FILE})")
+        return cls(name, directory / MODEL_FILE, directory / TAGS_FILE, options)
+
+    @classmethod
+    def from_hub(cls, model: PublishedModel, options: TaggerOptions) -> WD14Tagger:
+        paths = model.files.require_cached(model.name)
+        tagger = cls(model.name, paths[MODEL_FILE], paths[TAGS_FILE], options)
+        if tagger.input_size != model.input_size:
+            raise ModelLoadError(f"{paths[MODEL_FILE]} takes {tagger.input_size}px images, {model.name} "
+                                 f"is published at {model.input_size}px: the cached file is not that model")
+        tagger.default_threshold, tagger.default_character_threshold = model.threshold, model.character_threshold
+        return tagger
+
+    def vocabulary(self) -> Mapping[str, int]:
+        return self._vocabulary
+
+    def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
+        batch = np.stack([prepare_image(sample.image, self.input_size) for sample in samples])
+        if self.batch_size is None:
+            probabilities = self.run(batch)
+        else:
+            probabilities = np.concatenate([self.run(batch[i : i + self.batch_size])
+                                            for i in range(0, len(batch), self.batch_size)])
+        return [dict(zip(self.tag_names, row.tolist(), strict=True)) for row in probabilities]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The raw model call: already sigmoid probabilities, one row per image."""
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _unavailable(model: PublishedModel) -> str | None:
+    if reason := missing_package_reason():
+        return reason
+    return None if model.files.cached() is not None else model.files.missing_message(model.name)
+
+
+ENTRIES = [
+    TaggerEntry(
+        "wd14-onnx",
+        "WD14/WD v3 ONNX model from a local directory with model.onnx and selected_tags.csv",
+        lambda argument, options: WD14Tagger.from_directory(Path(argument or ""), options),
+        needs_argument=True,
+        argument_name="DIR",
+        unavailable_reason=missing_package_reason,
+    ),
+    *(
+        TaggerEntry(
+            model.name,
+            f"{model.repo_id} ({model.input_size}px; thresholds general {model.threshold}, "
+            f"character {model.character_threshold})",
+            lambda _argument, options, model=model: WD14Tagger.from_hub(model, options),
+            unavailable_reason=lambda model=model: _unavailable(model),
+            fetch=model.files.download,
+        )
+        for model in PUBLISHED_MODELS
+    ),
+]
