@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagger_eval import __version__
+
 
 class ModelFilesError(Exception):
     """Model files could not be found or fetched; the message says how to get them."""
@@ -50,14 +52,18 @@ class HubFiles:
 
     def download(self, cache_dir: str | Path | None = None, endpoint: str | None = None) -> dict[str, Path]:
         """Fetch every file into the hub cache (a no-op for files already there); errors name the repository."""
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
 
+        if constants.HF_HUB_OFFLINE:
+            raise ModelFilesError(f"HF_HUB_OFFLINE is set: cannot fetch {self.repo_id}; unset it where the hub is "
+                                  "reachable, or copy the files into this machine's Hugging Face cache")
         paths = {}
         for filename in self.filenames:
             try:
                 paths[filename] = Path(
                     hf_hub_download(self.repo_id, filename, revision=self.revision, cache_dir=cache_dir,
-                                    endpoint=endpoint, library_name="tagger-eval")
+                                    endpoint=endpoint, library_name="tagger-eval",
+                                    library_version=__version__)
                 )
             except Exception as error:  # the hub raises many kinds (offline, HTTP, missing entry): one message
                 raise ModelFilesError(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from builders import build_wd14_model
 
 from tagger_eval.session import DEFAULT_DATASET
 
@@ -29,3 +30,13 @@ def demo_subset(tmp_path: Path) -> Callable[..., Path]:
         return db_path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def wd14_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wd14_model(tmp_path_factory.mktemp("wd14-v2"), dynamic_batch=False)
+
+
+@pytest.fixture(scope="session")
+def wd14_v3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wd14_model(tmp_path_factory.mktemp("wd-v3"), dynamic_batch=True)
