@@ -38,6 +38,7 @@ def fetch(names: Sequence[str]) -> int:
         if entry.fetch is None:
             print(f"{name}: nothing to fetch ({entry.description})")
             continue
+        print(f"{name}: fetching {entry.description} ...", flush=True)
         try:
             where = entry.fetch()
         except Exception as error:  # each backend's fetch error carries its own message

@@ -27,7 +27,7 @@ from tagger_eval.taggers import (
     select_tags,
 )
 from tagger_eval.taggers.base import resolve_rating_aliases
-from tagger_eval.tags import RATING, rating_tag
+from tagger_eval.tags import RATING, normalise_tag, rating_tag
 
 DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
 T = TypeVar("T")
@@ -114,7 +114,8 @@ class TaggerRun:
         self.vocabulary: dict[str, int] | None = None
         if vocabulary is not None:
             # In today's names, and with the ratings a coarse rating stands for, so `vocabulary` scope keeps them.
-            self.vocabulary = {self.tag_aliases.get(tag, tag): category for tag, category in vocabulary.items()}
+            names = ((normalise_tag(tag), category) for tag, category in vocabulary.items())
+            self.vocabulary = {self.tag_aliases.get(tag, tag): category for tag, category in names}
             for targets in tagger.rating_aliases.values():
                 self.vocabulary.update(dict.fromkeys(targets, RATING))
 

@@ -16,26 +16,34 @@ from tagger_eval.taggers import entries
 BUILT_IN = ("control", "demo-pixel", "demo-lowres", "demo-histogram")
 
 
-def rows_by_tagger(output: str) -> dict[str, list[str]]:
+def rows_by_tagger(output: str) -> dict[str, tuple[list[str], str | None]]:
+    """Each tagger's row split into cells, and the reason line under it when it cannot run."""
     lines = output.splitlines()
     assert lines[0].split()[:3] == ["tagger", "runs", "here"]
-    return {line.split()[0]: line.split() for line in lines[1:]}
+    rows: dict[str, tuple[list[str], str | None]] = {}
+    for line in lines[1:]:
+        if line.startswith(" "):
+            name = list(rows)[-1]
+            assert line.strip().startswith("-> ")
+            rows[name] = (rows[name][0], line.strip()[3:])
+        else:
+            rows[line.split()[0]] = (line.split(), None)
+    return rows
 
 
 def check_listing(output: str) -> None:
     rows = rows_by_tagger(output)
     assert len(rows) == len(entries())
     for entry in entries():
-        usage = f"{entry.name}:ARG" if entry.needs_argument else entry.name
+        usage = f"{entry.name}:{entry.argument_name}" if entry.needs_argument else entry.name
         assert usage in rows, usage
+        cells, shown_reason = rows[usage]
         reason = entry.unavailable_reason()
-        if reason is None:
-            assert rows[usage][1] == "yes", rows[usage]
-        else:
-            assert rows[usage][1] == "no:", rows[usage]
-        assert " ".join(entry.description.split()) in " ".join(rows[usage])
+        assert cells[1] == ("yes" if reason is None else "no"), cells
+        assert shown_reason == reason
+        assert " ".join(entry.description.split()) in " ".join(cells)
     for name in BUILT_IN:
-        assert rows[name][1] == "yes", rows[name]
+        assert rows[name][0][1] == "yes", rows[name]
 
 
 def test_list_shows_every_registered_tagger(capsys: pytest.CaptureFixture[str]) -> None:

@@ -352,7 +352,8 @@ def test_all_skips_published_models_that_are_not_downloaded(pytester: pytest.Pyt
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = pytester.runpytest("--tagger=all", "--benchmark-disable")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["not run: wd-vit-v3: *not in the Hugging Face cache; run `tagger-eval fetch wd-vit-v3`*"])
+    result.stdout.fnmatch_lines(
+        ["not run: wd-vit-v3: *not in the Hugging Face cache; run `tagger-eval fetch wd-vit-v3`*"])
 
 
 def test_naming_a_model_that_is_not_downloaded_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path,

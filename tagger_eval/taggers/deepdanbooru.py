@@ -1,0 +1,400 @@
+"""KichangKim's DeepDanbooru: a Keras 2 model in a project directory, run in process with TensorFlow.
+
+A project directory holds the model (`model-<type>.h5`, newer ones `.keras`), `tags.txt` (one tag per line, the
+order of the outputs), usually `project.json` (`model`, `image_width`, `image_height`) and sometimes
+`tags-character.txt` / `tags-general.txt`.
+
+Preprocessing is DeepDanbooru's `load_image_for_evaluate`: the image decoded as 3-channel RGB (an alpha channel is
+dropped, not composited; a palette image gives its RGB colours; 16-bit samples keep their high byte, as libpng's
+8-bit decoding does), resized with TensorFlow's AREA method to fit inside the model's input while keeping the
+aspect ratio (smaller images are scaled up), centred on the input by a bilinear translation whose padding repeats
+the edge pixels (`skimage.transform.warp(..., order=1, mode="edge")`, done here with numpy), divided by 255.
+EXIF orientation is ignored, as DeepDanbooru's decoders ignore it.
+
+TensorFlow and tf-keras are imported only when a model is loaded: importing this module stays cheap, because the
+plugin imports every backend's registry entries on each pytest run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from tagger_eval.release import cache_dir, fetch_release_zip
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
+from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag
+
+if TYPE_CHECKING:
+    import requests
+
+TAGS_FILE = "tags.txt"
+CHARACTER_TAGS_FILE = "tags-character.txt"
+PROJECT_FILE = "project.json"
+MODEL_SUFFIXES = (".h5", ".keras")
+REQUIRED_PACKAGES = ("tensorflow", "tf_keras")
+INSTALL_HINT = 'pip install "tagger-eval[deepdanbooru]"'
+DEFAULT_BATCH_SIZE = 16
+
+# The last public release (Danbooru's ratings of 2021: rating:safe/questionable/explicit).
+V3_RELEASE = "v3-20211112-sgd-e28"
+V3_URL = (
+    "https://github.com/KichangKim/DeepDanbooru/releases/download/"
+    f"{V3_RELEASE}/deepdanbooru-{V3_RELEASE}.zip"
+)
+V3_MAX_BYTES = 1536 << 20  # the zip is several hundred MB; a bound against a wrong or hostile answer
+V3_MAX_EXTRACTED_BYTES = 3 << 30
+
+# Danbooru split `safe` into `general` and `sensitive` in 2022; questionable and explicit kept their names.
+RATING_ALIASES = MappingProxyType({"rating:safe": frozenset({"rating:general", "rating:sensitive"})})
+
+
+class DeepDanbooruError(ValueError):
+    """A DeepDanbooru project that cannot be used; the message names the file or directory at fault."""
+
+
+def missing_package_reason() -> str | None:
+    """Why DeepDanbooru cannot run here (a package not installed), or None; looks the packages up without import."""
+    missing = []
+    for package in REQUIRED_PACKAGES:
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # a blocked (`sys.modules[name] = None`) or broken module
+            found = False
+        if not found:
+            missing.append(package.replace("_", "-"))
+    if not missing:
+        return None
+    return f"{' and '.join(missing)} not installed; install with `{INSTALL_HINT}`"
+
+
+def _import_keras() -> tuple[Any, Any]:
+    """tensorflow and tf_keras (Keras 2, which loads DeepDanbooru's .h5 files), with TensorFlow's logs quietened."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+        import tf_keras
+    except ImportError as error:
+        raise DeepDanbooruError(f"DeepDanbooru needs tensorflow and tf-keras ({error}); install with "
+                                f"`{INSTALL_HINT}`") from error
+    return tf, tf_keras
+
+
+def _configure_tensorflow(tf: Any, options: TaggerOptions) -> None:
+    """Threads and devices, which TensorFlow accepts only before it starts; afterwards a warning says so.
+
+    GPUs get memory growth, so TensorFlow does not take a whole GPU from the other taggers of the same run;
+    `execution_provider="cpu"` hides them from TensorFlow.
+    """
+    changes: list[tuple[str, Any]] = []
+    if options.threads is not None:
+        changes.append((f"{options.threads} intra-op threads",
+                        lambda: tf.config.threading.set_intra_op_parallelism_threads(options.threads)))
+    gpus = tf.config.list_physical_devices("GPU")
+    if options.execution_provider == "cpu":
+        if tf.config.get_visible_devices("GPU"):
+            changes.append(("running on the CPU only", lambda: tf.config.set_visible_devices([], "GPU")))
+    else:
+        growing = [gpu for gpu in gpus if not tf.config.experimental.get_memory_growth(gpu)]
+        if growing:
+            changes.append(("GPU memory growth",
+                            lambda: [tf.config.experimental.set_memory_growth(gpu, True) for gpu in growing]))
+    for description, change in changes:
+        try:
+            change()
+        except RuntimeError:  # "cannot be modified after initialization"
+            warnings.warn(f"TensorFlow is already running in this process: {description} cannot apply to "
+                          "DeepDanbooru", RuntimeWarning, stacklevel=3)
+
+
+# --- preprocessing -----------------------------------------------------------------------------------------------
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """The image as uint8 HxWx3 RGB, as `tf.io.decode_png(..., channels=3)` decodes it.
+
+    Alpha is dropped, not composited (Pillow's RGBA -> RGB conversion does exactly that); a palette image gives
+    its colours; 16-bit grey keeps the high byte (Pillow would clip it to 255 instead).
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _edge_interpolation(length: int, source_length: int, offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index along one axis: the two source indices and the weight of the second.
+
+    The source coordinate is `index - offset`, clamped into the image ("edge" padding), and interpolated linearly
+    between its floor and floor + 1.
+    """
+    coordinate = np.arange(length, dtype=np.float64) - offset
+    low = np.floor(coordinate)
+    weight = coordinate - low
+    low_index = np.clip(low, 0, source_length - 1).astype(np.intp)
+    high_index = np.clip(low + 1, 0, source_length - 1).astype(np.intp)
+    return low_index, high_index, weight
+
+
+def centre_with_edge_padding(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Translate an HxWxC float image by ((width - w) / 2, (height - h) / 2) onto a height x width canvas.
+
+    Bilinear interpolation with edge-clamped coordinates (a half-pixel offset blends two neighbours; the padding
+    repeats the edge pixels): what `skimage.transform.warp(image, translation.inverse, output_shape=(height,
+    width), order=1, mode="edge")` computes, done as two separable 1-D interpolations.
+    """
+    source_height, source_width = image.shape[:2]
+    data = image.astype(np.float64, copy=False)
+    low, high, weight = _edge_interpolation(height, source_height, (height - source_height) / 2)
+    data = data[low] * (1 - weight)[:, None, None] + data[high] * weight[:, None, None]
+    low, high, weight = _edge_interpolation(width, source_width, (width - source_width) / 2)
+    data = data[:, low] * (1 - weight)[None, :, None] + data[:, high] * weight[None, :, None]
+    return data.astype(np.float32)
+
+
+def prepare_image(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """One image as the model's HxWx3 float32 input, values 0-1 (DeepDanbooru's `load_image_for_evaluate`)."""
+    tf, _ = _import_keras()
+    resized = tf.image.resize(
+        rgb_array(image), size=(height, width), method=tf.image.ResizeMethod.AREA, preserve_aspect_ratio=True
+    ).numpy()
+    return centre_with_edge_padding(resized, height, width) / np.float32(255.0)
+
+
+# --- the project directory ---------------------------------------------------------------------------------------
+
+
+def read_tag_file(path: Path) -> list[str]:
+    """Non-empty stripped lines, in order (DeepDanbooru's own reader)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeepDanbooruError(f"tag file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DeepDanbooruError(f"cannot read the tag file {path}: {error}") from error
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_project_json(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / PROJECT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        context = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DeepDanbooruError(f"cannot read {path}: {error}") from error
+    if not isinstance(context, dict):
+        raise DeepDanbooruError(f"{path} is not a JSON object")
+    return context
+
+
+def find_model_file(project_dir: Path, context: Mapping[str, Any] | None = None) -> Path:
+    """The project's model: `model-<project.json's model>.h5|.keras` when present, else the last by name."""
+    candidates = sorted(
+        path for path in project_dir.iterdir() if path.suffix in MODEL_SUFFIXES and path.is_file()
+    ) if project_dir.is_dir() else []
+    model_type = (context or {}).get("model")
+    if isinstance(model_type, str):
+        for suffix in MODEL_SUFFIXES:
+            named = project_dir / f"model-{model_type}{suffix}"
+            if named in candidates:
+                return named
+    if not candidates:
+        raise DeepDanbooruError(f"no model file (*.h5 or *.keras) in the DeepDanbooru project {project_dir}")
+    return candidates[-1]
+
+
+def locate_project(directory: Path) -> Path:
+    """The project inside `directory`: itself when it holds tags.txt, else its only subdirectory that does."""
+    if (directory / TAGS_FILE).is_file() or not directory.is_dir():
+        return directory
+    nested = [child for child in directory.iterdir() if child.is_dir() and (child / TAGS_FILE).is_file()]
+    return nested[0] if len(nested) == 1 else directory
+
+
+class DeepDanbooruTagger(Tagger):
+    """A DeepDanbooru project directory, loaded with tf-keras; outputs a sigmoid probability per tags.txt line."""
+
+    default_threshold = 0.5  # DeepDanbooru's own tooling
+    default_score_floor = REAL_MODEL_SCORE_FLOOR
+    rating_aliases = RATING_ALIASES
+
+    def __init__(
+        self,
+        project_dir: str | Path,
+        options: TaggerOptions | None = None,
+        *,
+        name: str = "deepdanbooru",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.name = name
+        self.batch_size = max(1, batch_size)
+        self.project_dir = Path(project_dir).expanduser()
+        options = options or TaggerOptions()
+        if not self.project_dir.is_dir():
+            raise DeepDanbooruError(f"DeepDanbooru project directory not found: {self.project_dir} "
+                                    f"(expected a directory with {TAGS_FILE} and a model-*.h5 file)")
+        context = read_project_json(self.project_dir)
+        tags_path = self.project_dir / TAGS_FILE
+        self.tags = read_tag_file(tags_path)
+        self.model_path = find_model_file(self.project_dir, context)
+        character_path = self.project_dir / CHARACTER_TAGS_FILE
+        characters = set(read_tag_file(character_path)) if character_path.is_file() else set()
+        self._vocabulary = MappingProxyType({
+            normalise_tag(tag): RATING if is_rating(tag) else CHARACTER if tag in characters else GENERAL
+            for tag in self.tags
+        })
+
+        tf, tf_keras = _import_keras()
+        _configure_tensorflow(tf, options)
+        try:
+            self._model = tf_keras.models.load_model(str(self.model_path), compile=False)
+        except Exception as error:  # h5py, Keras and TensorFlow raise many kinds for a damaged file: one message
+            raise DeepDanbooruError(
+                f"cannot load the DeepDanbooru model {self.model_path}: {type(error).__name__}: {error}"
+            ) from error
+        self.height, self.width = self._input_size(context)
+        outputs = self._model.output_shape
+        if not (isinstance(outputs, tuple) and len(outputs) == 2):
+            raise DeepDanbooruError(f"{self.model_path} has outputs {outputs}; expected one (batch, tags) output")
+        if outputs[1] != len(self.tags):
+            raise DeepDanbooruError(
+                f"{self.model_path} outputs {outputs[1]} tags but {tags_path} has {len(self.tags)} lines: "
+                "the model and its tag file do not belong together"
+            )
+
+    def _input_size(self, context: Mapping[str, Any]) -> tuple[int, int]:
+        shape = self._model.input_shape
+        if not (isinstance(shape, tuple) and len(shape) == 4):
+            raise DeepDanbooruError(f"{self.model_path} takes input {shape}; expected one (batch, H, W, 3) input")
+        _, height, width, channels = shape
+        if channels != 3:
+            raise DeepDanbooruError(f"{self.model_path} takes {channels} channels; DeepDanbooru models take RGB")
+        declared = context.get("image_height"), context.get("image_width")
+        if height is None or width is None:  # a fully convolutional model: the project says the size
+            height, width = height or declared[0], width or declared[1]
+            if not (isinstance(height, int) and isinstance(width, int)):
+                raise DeepDanbooruError(f"{self.model_path} takes any image size and {PROJECT_FILE} does not set "
+                                        "image_width and image_height")
+        elif all(isinstance(value, int) for value in declared) and declared != (height, width):
+            raise DeepDanbooruError(
+                f"{self.model_path} takes {width}x{height} images but {self.project_dir / PROJECT_FILE} says "
+                f"{declared[1]}x{declared[0]}: the model and the project do not belong together"
+            )
+        return height, width
+
+    def vocabulary(self) -> Mapping[str, int]:
+        """Every tags.txt tag (normalised) -> rating, character (listed in tags-character.txt) or general."""
+        return self._vocabulary
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The model's input batch (N, H, W, 3), float32 0-1."""
+        return np.stack([prepare_image(image, self.height, self.width) for image in images])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The raw model call on a prepared batch: one row of sigmoid probabilities per image."""
+        rows = [np.asarray(self._model.predict_on_batch(batch[start : start + self.batch_size]))
+                for start in range(0, len(batch), self.batch_size)]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.tags)), dtype=np.float32)
+
+    def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
+        if not samples:
+            return []
+        probabilities = self.run(self.preprocess([sample.image for sample in samples]))
+        results = []
+        for row in probabilities.tolist():
+            result: dict[str, float] = {}
+            for tag, probability in zip(self.tags, row, strict=True):
+                # A tag listed twice keeps its higher probability; a NaN stays, so the session reports the model.
+                previous = result.get(tag)
+                if previous is None or probability > previous or math.isnan(probability):
+                    result[tag] = probability
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        self._model = None
+
+
+# --- the registry entries ----------------------------------------------------------------------------------------
+
+
+def v3_dir() -> Path:
+    """Where `deepdanbooru-v3` is kept: its own folder under the cache directory."""
+    return cache_dir() / f"deepdanbooru-{V3_RELEASE}"
+
+
+def _v3_project() -> Path | None:
+    project = locate_project(v3_dir())
+    if not (project / TAGS_FILE).is_file():
+        return None
+    try:
+        find_model_file(project, read_project_json(project))
+    except DeepDanbooruError:
+        return None
+    return project
+
+
+def v3_unavailable_reason() -> str | None:
+    if reason := missing_package_reason():
+        return reason
+    if _v3_project() is None:
+        return "not downloaded; run `tagger-eval fetch deepdanbooru-v3`"
+    return None
+
+
+def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path:
+    """Download and extract the v3 release into `v3_dir()` (replacing any earlier copy only on success)."""
+    fetch_release_zip(url, v3_dir(), max_bytes=V3_MAX_BYTES, max_extracted_bytes=V3_MAX_EXTRACTED_BYTES,
+                      session=session)
+    project = _v3_project()
+    if project is None:
+        raise DeepDanbooruError(f"{url} did not contain a DeepDanbooru project ({TAGS_FILE} and a model file); "
+                                f"look in {v3_dir()}")
+    return project
+
+
+def _create_v3(options: TaggerOptions) -> DeepDanbooruTagger:
+    project = _v3_project()
+    if project is None:
+        raise DeepDanbooruError(f"deepdanbooru-v3 is not in {v3_dir()}: run `tagger-eval fetch deepdanbooru-v3`")
+    return DeepDanbooruTagger(project, options, name="deepdanbooru-v3")
+
+
+def _create_from_directory(argument: str | None, options: TaggerOptions) -> DeepDanbooruTagger:
+    if not argument:
+        raise DeepDanbooruError("deepdanbooru needs a project directory: --tagger=deepdanbooru:DIR")
+    return DeepDanbooruTagger(Path(argument), options)
+
+
+ENTRIES: list[TaggerEntry] = [
+    TaggerEntry(
+        "deepdanbooru",
+        "DeepDanbooru project directory (model-*.h5 or .keras, tags.txt), run with tf-keras",
+        _create_from_directory,
+        needs_argument=True,
+        argument_name="DIR",
+        unavailable_reason=missing_package_reason,
+    ),
+    TaggerEntry(
+        "deepdanbooru-v3",
+        f"DeepDanbooru {V3_RELEASE}, the last public release (ratings safe/questionable/explicit)",
+        lambda _argument, options: _create_v3(options),
+        unavailable_reason=v3_unavailable_reason,
+        fetch=fetch_v3,
+    ),
+]

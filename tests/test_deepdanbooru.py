@@ -1,0 +1,419 @@
+"""The DeepDanbooru backend against a tiny Keras model built to the published contract (512x512 RGB, 0-1, sigmoid).
+
+The reference preprocessing here is DeepDanbooru's own pipeline, step for step: PNG bytes decoded by
+`tf.io.decode_png(channels=3)`, TensorFlow's AREA resize keeping the aspect ratio, `skimage.transform.warp` with
+the centring translation (order=1, mode="edge"), divided by 255.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger_eval.dataset import Dataset, create_schema
+from tagger_eval.session import TaggerRun, TaggerSettings
+from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
+from tagger_eval.taggers.deepdanbooru import (
+    ENTRIES,
+    DeepDanbooruError,
+    DeepDanbooruTagger,
+    centre_with_edge_padding,
+    fetch_v3,
+    prepare_image,
+    v3_dir,
+    v3_unavailable_reason,
+)
+from tagger_eval.tags import CHARACTER, GENERAL, RATING
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+tf_keras = pytest.importorskip("tf_keras")
+skimage_transform = pytest.importorskip("skimage.transform")
+
+SIZE = 512
+POOL = 64  # 512 / 64 = an 8x8 grid of mean colours: the model sees where the colours are, so centring matters
+TAGS = ["1girl", "solo", "red_theme", "blue_theme", "white_background", "hatsune_miku",
+        "rating:safe", "rating:questionable", "rating:explicit"]
+CHARACTER_TAGS = ["hatsune_miku"]
+# Biases: 1girl always predicted, the others by the pixels; rating:safe always the most probable rating.
+BIASES = {"1girl": 4.0, "solo": -4.0, "red_theme": -3.0, "blue_theme": -3.0, "white_background": -4.0,
+          "hatsune_miku": -6.0,
+          "rating:safe": 3.0, "rating:questionable": -3.0, "rating:explicit": -3.0}
+MODEL_NAME = "model-resnet_custom_v3.h5"
+
+
+def build_model(path: Path, n_tags: int) -> None:
+    """Input (None, 512, 512, 3) float32 -> 8x8 average pooling -> Dense(n_tags, sigmoid), fixed weights."""
+    inputs = tf_keras.Input(shape=(SIZE, SIZE, 3), dtype="float32")
+    pooled = tf_keras.layers.AveragePooling2D(pool_size=POOL)(inputs)
+    outputs = tf_keras.layers.Dense(n_tags, activation="sigmoid")(tf_keras.layers.Flatten()(pooled))
+    model = tf_keras.Model(inputs, outputs)
+    kernel = np.random.default_rng(1234).normal(0.0, 0.05, ((SIZE // POOL) ** 2 * 3, n_tags)).astype(np.float32)
+    bias = np.array([BIASES.get(tag, 0.0) for tag in TAGS][:n_tags] + [0.0] * max(0, n_tags - len(TAGS)),
+                    dtype=np.float32)
+    model.set_weights([kernel, bias])
+    with warnings.catch_warnings():  # HDF5 is legacy for Keras, and exactly what DeepDanbooru ships
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(path)
+
+
+def write_project(directory: Path, model_file: Path, tags: Sequence[str] = TAGS, *, image_size: int = SIZE,
+                  characters: Sequence[str] = CHARACTER_TAGS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, directory / MODEL_NAME)
+    (directory / "tags.txt").write_text("\n".join(tags) + "\n", encoding="utf-8")
+    (directory / "tags-character.txt").write_text("\n".join(characters) + "\n", encoding="utf-8")
+    context = {"image_width": image_size, "image_height": image_size, "model": "resnet_custom_v3"}
+    (directory / "project.json").write_text(json.dumps(context), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dd-model") / MODEL_NAME
+    build_model(path, len(TAGS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
+    return write_project(tmp_path_factory.mktemp("dd-project"), model_file)
+
+
+@pytest.fixture(scope="module")
+def tagger(project: Path) -> DeepDanbooruTagger:
+    return DeepDanbooruTagger(project, TaggerOptions())
+
+
+@pytest.fixture(scope="module")
+def keras_model(model_file: Path):
+    return tf_keras.models.load_model(str(model_file), compile=False)
+
+
+def reference_input(image: Image.Image, height: int = SIZE, width: int = SIZE) -> np.ndarray:
+    """DeepDanbooru's `load_image_for_evaluate` on the image's PNG bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    decoded = tf.io.decode_png(buffer.getvalue(), channels=3)
+    resized = tf.image.resize(decoded, size=(height, width), method=tf.image.ResizeMethod.AREA,
+                              preserve_aspect_ratio=True).numpy()
+    h, w = resized.shape[:2]
+    transform = skimage_transform.AffineTransform(translation=(-w * 0.5, -h * 0.5))
+    transform += skimage_transform.AffineTransform(translation=(width * 0.5, height * 0.5))
+    warped = skimage_transform.warp(resized, transform.inverse, output_shape=(height, width), order=1, mode="edge")
+    return warped / 255.0
+
+
+def noise(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    data = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    return Image.fromarray(data[:, :, 0] if channels == 1 else data, mode)
+
+
+def transparent_rgba() -> Image.Image:
+    """Colourful pixels under alpha 0 and 128: dropping alpha keeps the colours, compositing would whiten them."""
+    image = noise(90, 61, "RGBA", seed=3)
+    data = np.asarray(image).copy()
+    data[:30, :, 3] = 0
+    data[30:, :, 3] = 128
+    return Image.fromarray(data, "RGBA")
+
+
+def palette_image(transparency: bool) -> Image.Image:
+    image = noise(75, 120, seed=4).quantize(colors=16)
+    if transparency:
+        image.info["transparency"] = 0
+    return image
+
+
+def sixteen_bit_grey() -> Image.Image:
+    return Image.fromarray((np.arange(40 * 33).reshape(33, 40) * 49).astype(np.uint16))
+
+
+def png_roundtrip(image: Image.Image) -> Image.Image:
+    """The image as the dataset hands it over: decoded from its PNG file."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        decoded.load()
+        return decoded
+
+
+IMAGES = {
+    "wide": lambda: noise(300, 120, seed=1),
+    "tall": lambda: noise(120, 300, seed=2),
+    "square-exact": lambda: noise(512, 512, seed=5),
+    "larger-odd": lambda: noise(701, 600, seed=6),
+    "half-pixel-offset-rows": lambda: noise(512, 3, seed=7),
+    "half-pixel-offset-cols": lambda: noise(77, 512, seed=8),
+    "odd-upscaled": lambda: noise(51, 77, seed=9),
+    "tiny": lambda: noise(5, 3, seed=10),
+    "one-pixel": lambda: noise(1, 1, seed=11),
+    "rgba-transparent": transparent_rgba,
+    "palette": lambda: palette_image(False),
+    "palette-transparent": lambda: palette_image(True),
+    "grey": lambda: noise(64, 47, "L", seed=12),
+    "grey-16-bit": sixteen_bit_grey,
+}
+
+
+# --- preprocessing ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_preprocessing_equals_deepdanbooru_reference(name: str) -> None:
+    image = png_roundtrip(IMAGES[name]())
+    prepared = prepare_image(image, SIZE, SIZE)
+    assert prepared.shape == (SIZE, SIZE, 3) and prepared.dtype == np.float32
+    np.testing.assert_allclose(prepared, reference_input(image), rtol=0, atol=1e-6)
+
+
+def test_alpha_is_dropped_not_composited() -> None:
+    image = transparent_rgba()
+    colours = np.asarray(image)[:, :, :3]
+    prepared = prepare_image(image, 61, 90)  # same size: the resize and centring are the identity
+    np.testing.assert_allclose(prepared, colours / 255.0, atol=1e-6)
+
+
+def test_non_square_input_sizes_follow_the_model() -> None:
+    image = png_roundtrip(noise(100, 40, seed=13))
+    np.testing.assert_allclose(prepare_image(image, 256, 384), reference_input(image, 256, 384), atol=1e-6)
+
+
+def test_half_pixel_offset_blends_neighbouring_rows() -> None:
+    rows = np.array([[10.0], [50.0], [200.0]], dtype=np.float32)[:, :, None].repeat(3, axis=2)  # 3 rows, 1 column
+    out = centre_with_edge_padding(rows, 6, 1)[:, 0, 0]  # offset (6 - 3) / 2 = 1.5
+    np.testing.assert_allclose(out, [10.0, 10.0, 30.0, 125.0, 200.0, 200.0])
+
+
+@pytest.mark.parametrize("orientation", ["wide", "tall"])
+def test_padding_repeats_the_edge_pixels(orientation: str) -> None:
+    first, middle, last = (30, 160, 90), (128, 128, 128), (200, 40, 120)
+    data = np.empty((16, 64, 3), dtype=np.uint8)  # a wide image: first row, middle rows, last row
+    data[0], data[1:-1], data[-1] = first, middle, last
+    if orientation == "tall":
+        data = data.transpose(1, 0, 2).copy()
+    prepared = prepare_image(Image.fromarray(data), SIZE, SIZE)
+    if orientation == "tall":
+        prepared = prepared.transpose(1, 0, 2)
+    # 64x16 scales by 8 to 512x128, centred with 192 rows of padding above and below.
+    np.testing.assert_allclose(prepared[:200], np.broadcast_to(np.array(first) / 255.0, (200, SIZE, 3)), atol=1e-6)
+    np.testing.assert_allclose(prepared[-200:], np.broadcast_to(np.array(last) / 255.0, (200, SIZE, 3)), atol=1e-6)
+    np.testing.assert_allclose(prepared[256], np.broadcast_to(np.array(middle) / 255.0, (SIZE, 3)), atol=1e-6)
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+
+def test_predict_equals_the_keras_model_on_the_reference_input(tagger: DeepDanbooruTagger, keras_model) -> None:
+    images = [png_roundtrip(IMAGES[name]()) for name in ("wide", "tall", "rgba-transparent")]
+    expected = keras_model(np.stack([reference_input(image) for image in images]), training=False).numpy()
+    predictions = tagger.predict([Sample(None, image) for image in images])  # type: ignore[arg-type]
+    assert [list(prediction) for prediction in predictions] == [TAGS] * 3
+    got = np.array([[prediction[tag] for tag in TAGS] for prediction in predictions])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(got[:, TAGS.index("red_theme")]) > 1e-3, "the tiny model must read the pixels"
+
+
+def test_batching_equals_one_by_one(tagger: DeepDanbooruTagger) -> None:
+    samples = [Sample(None, IMAGES[name]()) for name in ("wide", "tiny", "palette")]  # type: ignore[arg-type]
+    together = tagger.predict(samples)
+    alone = [tagger.predict([sample])[0] for sample in samples]
+    tagger.batch_size = 2  # the three images run as 2 + 1
+    try:
+        chunked = tagger.predict(samples)
+    finally:
+        tagger.batch_size = 16
+    for one, batch, chunk in zip(alone, together, chunked, strict=True):
+        assert one.keys() == batch.keys() == chunk.keys()
+        np.testing.assert_allclose([batch[tag] for tag in TAGS], [one[tag] for tag in TAGS], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([chunk[tag] for tag in TAGS], [one[tag] for tag in TAGS], rtol=1e-5, atol=1e-6)
+    assert tagger.predict([]) == []
+
+
+def test_input_size_vocabulary_and_defaults(tagger: DeepDanbooruTagger) -> None:
+    assert (tagger.height, tagger.width) == (SIZE, SIZE)
+    vocabulary = tagger.vocabulary()
+    assert vocabulary["rating:safe"] == vocabulary["rating:explicit"] == RATING
+    assert vocabulary["hatsune_miku"] == CHARACTER
+    assert vocabulary["1girl"] == vocabulary["red_theme"] == GENERAL
+    assert len(vocabulary) == len(TAGS)
+    assert tagger.default_threshold == 0.5
+    assert tagger.default_score_floor == REAL_MODEL_SCORE_FLOOR
+    assert tagger.rating_aliases == {"rating:safe": frozenset({"rating:general", "rating:sensitive"})}
+
+
+def test_requested_threads_cannot_change_a_running_tensorflow(project: Path) -> None:
+    # The module's fixtures already started TensorFlow, so the setting can only be reported as not applied.
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.warns(RuntimeWarning, match=rf"already running .*: {current + 3} intra-op threads cannot apply"):
+        DeepDanbooruTagger(project, TaggerOptions(threads=current + 3))
+
+
+def test_requested_threads_apply_in_a_fresh_process(project: Path) -> None:
+    code = ("import sys, warnings; warnings.simplefilter('error'); "
+            "from tagger_eval.taggers.deepdanbooru import DeepDanbooruTagger; "
+            "from tagger_eval.taggers import TaggerOptions; "
+            "DeepDanbooruTagger(sys.argv[1], TaggerOptions(threads=1, execution_provider='cpu')); "
+            "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
+    completed = subprocess.run([sys.executable, "-c", code, str(project)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "1"
+
+
+# --- broken projects ---------------------------------------------------------------------------------------------
+
+
+def test_a_tag_file_one_line_longer_than_the_output_is_refused(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file, [*TAGS, "extra_tag"])
+    with pytest.raises(DeepDanbooruError, match=rf"outputs {len(TAGS)} tags .* has {len(TAGS) + 1} lines"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_a_truncated_model_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file)
+    data = (directory / MODEL_NAME).read_bytes()
+    (directory / MODEL_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DeepDanbooruError, match=rf"cannot load the DeepDanbooru model .*{MODEL_NAME}"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_a_missing_tag_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file)
+    (directory / "tags.txt").unlink()
+    with pytest.raises(DeepDanbooruError, match=r"tag file not found: .*tags\.txt"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_a_project_without_a_model_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file)
+    (directory / MODEL_NAME).unlink()
+    with pytest.raises(DeepDanbooruError, match=r"no model file \(\*\.h5 or \*\.keras\)"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+    with pytest.raises(DeepDanbooruError, match="project directory not found"):
+        DeepDanbooruTagger(tmp_path / "nowhere", TaggerOptions())
+
+
+def test_project_json_disagreeing_with_the_model_input_is_refused(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file, image_size=448)
+    with pytest.raises(DeepDanbooruError, match=r"takes 512x512 images but .*project\.json says 448x448"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_model_choice_project_json_first_then_the_last_name(tmp_path: Path, model_file: Path) -> None:
+    directory = write_project(tmp_path / "p", model_file)
+    (directory / "model-zzz-broken.h5").write_bytes(b"not a model")
+    assert DeepDanbooruTagger(directory, TaggerOptions()).model_path.name == MODEL_NAME  # project.json's model
+    (directory / "project.json").unlink()
+    with pytest.raises(DeepDanbooruError, match=r"model-zzz-broken\.h5"):  # no project.json: the last by name
+        DeepDanbooruTagger(directory, TaggerOptions())
+    (directory / "model-zzz-broken.h5").unlink()
+    shutil.copyfile(model_file, directory / "model-resnet_custom_v4.h5")
+    assert DeepDanbooruTagger(directory, TaggerOptions()).model_path.name == "model-resnet_custom_v4.h5"
+
+
+# --- ratings through a real session ------------------------------------------------------------------------------
+
+
+def write_dataset(root: Path, posts: Sequence[tuple[int, str, str]]) -> Path:
+    (root / "images").mkdir(parents=True)
+    db_path = root / "data.db"
+    connection = sqlite3.connect(db_path)
+    try:
+        create_schema(connection)
+        for post_id, rating, general in posts:
+            connection.execute(
+                "INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
+                " VALUES (?, ?, 'png', ?, ?, ?, 'test')",
+                (post_id, f"md5-{post_id}", rating, general, f"images/{post_id}.png"),
+            )
+            noise(40 + post_id, 30, seed=post_id).save(root / "images" / f"{post_id}.png")
+        connection.commit()
+    finally:
+        connection.close()
+    return db_path
+
+
+def test_rating_safe_counts_for_general_and_sensitive_posts_only(tmp_path: Path, tagger: DeepDanbooruTagger) -> None:
+    db_path = write_dataset(tmp_path / "ds", [(1, "g", "1girl"), (2, "s", "1girl"), (3, "q", "1girl")])
+    run = TaggerRun(TaggerSettings(TaggerSpec("deepdanbooru", "dir"), 0.5, -100.0, "all"), tagger)
+    with Dataset(db_path) as dataset:
+        results = {post_id: run.evaluate(dataset, post_id) for post_id in (1, 2, 3)}
+    for post_id in (1, 2):  # rating:safe stands for general and sensitive: counted as the truth's rating
+        assert results[post_id].wrong_tags == [] and results[post_id].missed_tags == []
+        assert results[post_id].score == 1.0
+    assert results[3].wrong_tags == ["rating:safe"]  # and stays wrong for a questionable post
+    assert results[3].missed_tags == ["rating:questionable"]
+    assert results[3].score == 0.0
+
+
+# --- registry entries --------------------------------------------------------------------------------------------
+
+
+def test_entries() -> None:
+    by_name = {entry.name: entry for entry in ENTRIES}
+    assert set(by_name) == {"deepdanbooru", "deepdanbooru-v3"}
+    assert by_name["deepdanbooru"].needs_argument and by_name["deepdanbooru"].unavailable_reason() is None
+    assert not by_name["deepdanbooru-v3"].needs_argument and by_name["deepdanbooru-v3"].fetch is fetch_v3
+
+
+def test_the_directory_entry_loads_the_project_it_is_given(project: Path) -> None:
+    entry = next(entry for entry in ENTRIES if entry.name == "deepdanbooru")
+    loaded = entry.factory(str(project), TaggerOptions())
+    assert isinstance(loaded, DeepDanbooruTagger) and loaded.project_dir == project
+    with pytest.raises(DeepDanbooruError, match="needs a project directory"):
+        entry.factory(None, TaggerOptions())
+
+
+def test_v3_fetched_from_a_server_loads_and_predicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, httpserver,
+                                                     project: Path, tagger: DeepDanbooruTagger) -> None:
+    monkeypatch.setenv("TAGGER_EVAL_CACHE", str(tmp_path / "cache"))
+    assert v3_unavailable_reason() == "not downloaded; run `tagger-eval fetch deepdanbooru-v3`"
+    entry = next(entry for entry in ENTRIES if entry.name == "deepdanbooru-v3")
+    with pytest.raises(DeepDanbooruError, match="tagger-eval fetch deepdanbooru-v3"):
+        entry.factory(None, TaggerOptions())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for path in sorted(project.iterdir()):
+            bundle.write(path, path.name)
+    httpserver.expect_request("/release.zip").respond_with_data(buffer.getvalue(), content_type="application/zip")
+    fetched = fetch_v3(url=httpserver.url_for("/release.zip"))
+    assert fetched == v3_dir() and v3_dir().parent == tmp_path / "cache"
+    assert v3_unavailable_reason() is None
+    loaded = entry.factory(None, TaggerOptions())
+    assert loaded.name == "deepdanbooru-v3"
+    image = IMAGES["wide"]()
+    assert loaded.predict([Sample(None, image)]) == tagger.predict([Sample(None, image)])  # type: ignore[arg-type]
+
+
+def test_importing_the_module_does_not_import_tensorflow() -> None:
+    code = ("import sys, tagger_eval.taggers.deepdanbooru, tagger_eval.release; "
+            "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'imported'")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_missing_packages_are_named_with_the_install_command() -> None:
+    code = ("import sys; sys.modules['tf_keras'] = None; "
+            "from tagger_eval.taggers.deepdanbooru import ENTRIES; "
+            "print('|'.join(entry.unavailable_reason() or '' for entry in ENTRIES))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    reasons = completed.stdout.strip().split("|")
+    assert reasons == ['tf-keras not installed; install with `pip install "tagger-eval[deepdanbooru]"`'] * 2
