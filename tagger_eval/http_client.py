@@ -13,7 +13,10 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 def make_session(
-    retries: int = 3, backoff: float = 0.5, allowed_methods: frozenset[str] | None = None
+    retries: int = 3,
+    backoff: float = 0.5,
+    allowed_methods: frozenset[str] | None = None,
+    read_retries: int | None = None,
 ) -> requests.Session:
     """A session that retries connection errors, 429 and 5xx with exponential backoff and honours Retry-After.
 
@@ -23,7 +26,7 @@ def make_session(
     retry = Retry(
         total=retries,
         connect=retries,
-        read=retries,
+        read=retries if read_retries is None else read_retries,
         status=retries,
         backoff_factor=backoff,
         backoff_jitter=backoff / 2,

@@ -1,6 +1,6 @@
 """The tagger interface, the registry, and the built-in taggers."""
 
-from tagger_eval.taggers import deepdanbooru, wd14
+from tagger_eval.taggers import deepdanbooru, servers, wd14
 from tagger_eval.taggers.base import (
     EXECUTION_PROVIDERS,
     Sample,
@@ -30,7 +30,7 @@ for _cls, _description in (
     (HistogramTagger, "demo: colours only, guesses every shape is a circle"),
 ):
     register(TaggerEntry(_cls.name, _description, lambda _argument, _options, cls=_cls: cls()))
-for _entry in (*wd14.ENTRIES, *deepdanbooru.ENTRIES):
+for _entry in (*wd14.ENTRIES, *deepdanbooru.ENTRIES, *servers.ENTRIES):
     register(_entry)
 
 __all__ = [
