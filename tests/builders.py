@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 # Tiny WD14-contract models: the published input/output names, shapes and tag file, with a few weights.
@@ -58,4 +59,52 @@ def build_wd14_model(directory: Path, *, dynamic_batch: bool, tags=WD14_TAGS, si
     lines = ["tag_id,name,category,count"] + [f"{i},{name},{category},{1000 - i}" for i, (name, category) in
                                               enumerate(tags)]
     (directory / "selected_tags.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
+# Tiny DeepDanbooru-contract models: a tf-keras `.h5` taking (None, 512, 512, 3) RGB 0-1, plus tags.txt.
+DD_SIZE = 512
+DD_POOL = 64  # 512 / 64 = an 8x8 grid of mean colours: the model sees where the colours are, so centring matters
+DD_TAGS = ["1girl", "solo", "red_theme", "blue_theme", "white_background", "hatsune_miku",
+           "rating:safe", "rating:questionable", "rating:explicit"]
+DD_CHARACTER_TAGS = ["hatsune_miku"]
+# Biases: 1girl always predicted, the others by the pixels; rating:safe always the most probable rating.
+DD_BIASES = {"1girl": 4.0, "solo": -4.0, "red_theme": -3.0, "blue_theme": -3.0, "white_background": -4.0,
+             "hatsune_miku": -6.0, "rating:safe": 3.0, "rating:questionable": -3.0, "rating:explicit": -3.0}
+DD_MODEL_NAME = "model-resnet_custom_v3.h5"
+
+
+def build_deepdanbooru_model(path: Path, n_tags: int) -> None:
+    """Input (None, 512, 512, 3) float32 -> 8x8 average pooling -> Dense(n_tags, sigmoid), fixed weights."""
+    import warnings
+
+    import numpy as np
+    import tf_keras
+
+    inputs = tf_keras.Input(shape=(DD_SIZE, DD_SIZE, 3), dtype="float32")
+    pooled = tf_keras.layers.AveragePooling2D(pool_size=DD_POOL)(inputs)
+    outputs = tf_keras.layers.Dense(n_tags, activation="sigmoid")(tf_keras.layers.Flatten()(pooled))
+    model = tf_keras.Model(inputs, outputs)
+    inputs_count = (DD_SIZE // DD_POOL) ** 2 * 3
+    kernel = np.random.default_rng(1234).normal(0.0, 0.05, (inputs_count, n_tags)).astype(np.float32)
+    bias = np.array([DD_BIASES.get(tag, 0.0) for tag in DD_TAGS][:n_tags] + [0.0] * max(0, n_tags - len(DD_TAGS)),
+                    dtype=np.float32)
+    model.set_weights([kernel, bias])
+    with warnings.catch_warnings():  # HDF5 is legacy for Keras, and exactly what DeepDanbooru ships
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(path)
+
+
+def write_deepdanbooru_project(directory: Path, model_file: Path, tags: Sequence[str] = DD_TAGS, *,
+                               image_size: int = DD_SIZE, characters: Sequence[str] = DD_CHARACTER_TAGS) -> Path:
+    """A DeepDanbooru project directory around an already built model file."""
+    import json
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, directory / DD_MODEL_NAME)
+    (directory / "tags.txt").write_text("\n".join(tags) + "\n", encoding="utf-8")
+    (directory / "tags-character.txt").write_text("\n".join(characters) + "\n", encoding="utf-8")
+    context = {"image_width": image_size, "image_height": image_size, "model": "resnet_custom_v3"}
+    (directory / "project.json").write_text(json.dumps(context), encoding="utf-8")
     return directory

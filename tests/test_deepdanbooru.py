@@ -8,19 +8,24 @@ the centring translation (order=1, mode="edge"), divided by 255.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import (
+    DD_MODEL_NAME,
+    DD_SIZE,
+    DD_TAGS,
+    build_deepdanbooru_model,
+    write_deepdanbooru_project,
+)
 from PIL import Image
 
 from tagger_eval.dataset import Dataset, create_schema
@@ -44,54 +49,21 @@ tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 skimage_transform = pytest.importorskip("skimage.transform")
 
-SIZE = 512
-POOL = 64  # 512 / 64 = an 8x8 grid of mean colours: the model sees where the colours are, so centring matters
-TAGS = ["1girl", "solo", "red_theme", "blue_theme", "white_background", "hatsune_miku",
-        "rating:safe", "rating:questionable", "rating:explicit"]
-CHARACTER_TAGS = ["hatsune_miku"]
-# Biases: 1girl always predicted, the others by the pixels; rating:safe always the most probable rating.
-BIASES = {"1girl": 4.0, "solo": -4.0, "red_theme": -3.0, "blue_theme": -3.0, "white_background": -4.0,
-          "hatsune_miku": -6.0,
-          "rating:safe": 3.0, "rating:questionable": -3.0, "rating:explicit": -3.0}
-MODEL_NAME = "model-resnet_custom_v3.h5"
-
-
-def build_model(path: Path, n_tags: int) -> None:
-    """Input (None, 512, 512, 3) float32 -> 8x8 average pooling -> Dense(n_tags, sigmoid), fixed weights."""
-    inputs = tf_keras.Input(shape=(SIZE, SIZE, 3), dtype="float32")
-    pooled = tf_keras.layers.AveragePooling2D(pool_size=POOL)(inputs)
-    outputs = tf_keras.layers.Dense(n_tags, activation="sigmoid")(tf_keras.layers.Flatten()(pooled))
-    model = tf_keras.Model(inputs, outputs)
-    kernel = np.random.default_rng(1234).normal(0.0, 0.05, ((SIZE // POOL) ** 2 * 3, n_tags)).astype(np.float32)
-    bias = np.array([BIASES.get(tag, 0.0) for tag in TAGS][:n_tags] + [0.0] * max(0, n_tags - len(TAGS)),
-                    dtype=np.float32)
-    model.set_weights([kernel, bias])
-    with warnings.catch_warnings():  # HDF5 is legacy for Keras, and exactly what DeepDanbooru ships
-        warnings.simplefilter("ignore", UserWarning)
-        model.save(path)
-
-
-def write_project(directory: Path, model_file: Path, tags: Sequence[str] = TAGS, *, image_size: int = SIZE,
-                  characters: Sequence[str] = CHARACTER_TAGS) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, directory / MODEL_NAME)
-    (directory / "tags.txt").write_text("\n".join(tags) + "\n", encoding="utf-8")
-    (directory / "tags-character.txt").write_text("\n".join(characters) + "\n", encoding="utf-8")
-    context = {"image_width": image_size, "image_height": image_size, "model": "resnet_custom_v3"}
-    (directory / "project.json").write_text(json.dumps(context), encoding="utf-8")
-    return directory
+SIZE = DD_SIZE
+TAGS = DD_TAGS
+MODEL_NAME = DD_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("dd-model") / MODEL_NAME
-    build_model(path, len(TAGS))
+    build_deepdanbooru_model(path, len(TAGS))
     return path
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
-    return write_project(tmp_path_factory.mktemp("dd-project"), model_file)
+    return write_deepdanbooru_project(tmp_path_factory.mktemp("dd-project"), model_file)
 
 
 @pytest.fixture(scope="module")
@@ -281,13 +253,13 @@ def test_requested_threads_apply_in_a_fresh_process(project: Path) -> None:
 
 
 def test_a_tag_file_one_line_longer_than_the_output_is_refused(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file, [*TAGS, "extra_tag"])
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file, [*TAGS, "extra_tag"])
     with pytest.raises(DeepDanbooruError, match=rf"outputs {len(TAGS)} tags .* has {len(TAGS) + 1} lines"):
         DeepDanbooruTagger(directory, TaggerOptions())
 
 
 def test_a_truncated_model_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file)
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file)
     data = (directory / MODEL_NAME).read_bytes()
     (directory / MODEL_NAME).write_bytes(data[: len(data) // 2])
     with pytest.raises(DeepDanbooruError, match=rf"cannot load the DeepDanbooru model .*{MODEL_NAME}"):
@@ -295,14 +267,14 @@ def test_a_truncated_model_file_is_a_clear_error(tmp_path: Path, model_file: Pat
 
 
 def test_a_missing_tag_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file)
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file)
     (directory / "tags.txt").unlink()
     with pytest.raises(DeepDanbooruError, match=r"tag file not found: .*tags\.txt"):
         DeepDanbooruTagger(directory, TaggerOptions())
 
 
 def test_a_project_without_a_model_file_is_a_clear_error(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file)
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file)
     (directory / MODEL_NAME).unlink()
     with pytest.raises(DeepDanbooruError, match=r"no model file \(\*\.h5 or \*\.keras\)"):
         DeepDanbooruTagger(directory, TaggerOptions())
@@ -311,13 +283,13 @@ def test_a_project_without_a_model_file_is_a_clear_error(tmp_path: Path, model_f
 
 
 def test_project_json_disagreeing_with_the_model_input_is_refused(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file, image_size=448)
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file, image_size=448)
     with pytest.raises(DeepDanbooruError, match=r"takes 512x512 images but .*project\.json says 448x448"):
         DeepDanbooruTagger(directory, TaggerOptions())
 
 
 def test_model_choice_project_json_first_then_the_last_name(tmp_path: Path, model_file: Path) -> None:
-    directory = write_project(tmp_path / "p", model_file)
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file)
     (directory / "model-zzz-broken.h5").write_bytes(b"not a model")
     assert DeepDanbooruTagger(directory, TaggerOptions()).model_path.name == MODEL_NAME  # project.json's model
     (directory / "project.json").unlink()

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -450,3 +451,36 @@ def test_end_to_end_servers_running_demo_pixel(pytester: pytest.Pytester, own_se
     assert [hydrus_row[i] for i in same[1:]] == [local[i] for i in same[1:]]
     assert webui_recorder.hits == hydrus_recorder.hits == 96
     assert float(local[3]) > 0.5, "demo-pixel must score well for the comparison to mean anything"
+
+
+def test_every_backend_in_one_run(pytester: pytest.Pytester, own_server: HTTPServer, wd14_v3_dir: Path,
+                                  tmp_path: Path) -> None:
+    """The issue's acceptance run: ONNX and Keras models in process, webui and hydrus-dd servers, one summary."""
+    from builders import DD_MODEL_NAME, DD_TAGS, build_deepdanbooru_model, write_deepdanbooru_project
+
+    model_file = tmp_path / DD_MODEL_NAME
+    build_deepdanbooru_model(model_file, len(DD_TAGS))
+    deepdanbooru_dir = write_deepdanbooru_project(tmp_path / "deepdanbooru", model_file)
+    demo_pixel = PixelTagger()
+
+    def analyse(image: Image.Image) -> dict[str, float]:
+        return demo_pixel.analyse(np.asarray(image.convert("RGB"), dtype=np.float32))
+
+    serve_webui(own_server, lambda request, hit: flat_caption(analyse(decode_png(base64.b64decode(
+        request.get_json()["image"])))), models=["demo-pixel"])
+    own_server.expect_request("/", method="GET").respond_with_data("<form>upload</form>", content_type="text/html")
+    own_server.expect_request("/", method="POST").respond_with_handler(Recorder(
+        lambda request, hit: sorted(select_tags(analyse(decode_png(request.files["file"].read())), 0.5))))
+    url = base_url(own_server)
+    specs = [f"wd14-onnx:{wd14_v3_dir}", f"deepdanbooru:{deepdanbooru_dir}", f"webui:{url}#demo-pixel",
+             f"hydrus-dd:{url}"]
+
+    result = pytester.runpytest(f"--tagger={','.join(specs)}", "--benchmark-disable", "--score-floor=-50",
+                                "--execution-provider=cpu", "-x")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=4 * 96)
+    rows = summary_rows(result)
+    assert set(rows) == set(specs)
+    thresholds = {spec: rows[spec][1] for spec in specs}
+    assert thresholds == {specs[0]: "0.35/c0.85", specs[1]: "0.50", specs[2]: "0.35", specs[3]: "server"}
+    assert all(rows[spec][2] == "96" for spec in specs)
