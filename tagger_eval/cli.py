@@ -14,8 +14,7 @@ def list_taggers() -> int:
     """Every registered tagger, whether it can run here, and if not, why and how to fix it."""
     rows = []
     for entry in taggers.entries():
-        usage = f"{entry.name}:{entry.argument_name}" if entry.needs_argument else entry.name
-        rows.append((usage, entry.unavailable_reason(), entry.description))
+        rows.append((entry.usage, entry.unavailable_reason(), entry.description))
     width = max(len("tagger"), *(len(usage) for usage, _, _ in rows))
     print(f"{'tagger'.ljust(width)}  runs here  description")
     for usage, reason, description in rows:
@@ -28,7 +27,8 @@ def list_taggers() -> int:
 def fetch(names: Sequence[str]) -> int:
     """Download the files of registered taggers (the only command that needs the network)."""
     status = 0
-    for name in names:
+    for spec in names:
+        name, _, argument = spec.partition(":")
         try:
             entry = taggers.get_entry(name)
         except taggers.UnknownTaggerError as error:
@@ -40,7 +40,7 @@ def fetch(names: Sequence[str]) -> int:
             continue
         print(f"{name}: fetching {entry.description} ...", flush=True)
         try:
-            where = entry.fetch()
+            where = entry.fetch(argument) if argument and entry.accepts_argument else entry.fetch()
         except Exception as error:  # each backend's fetch error carries its own message
             print(f"error: {name}: {error}", file=sys.stderr)
             status = 1
@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list registered taggers and whether each can run here")
     fetch_parser = commands.add_parser("fetch", help="download the model files of registered taggers")
-    fetch_parser.add_argument("names", nargs="+", metavar="NAME", help="tagger names, as `tagger-eval list` shows")
+    fetch_parser.add_argument("names", nargs="+", metavar="NAME",
+                              help="tagger names as `tagger-eval list` shows them; NAME:REVISION pins a hub revision")
     make = commands.add_parser("make-demo", help="regenerate the synthetic demo dataset (byte-identical)")
     make.add_argument("--out", type=Path, default=demo.DEFAULT_DIR, help="target directory (default: %(default)s)")
     args = parser.parse_args(argv)

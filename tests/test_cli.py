@@ -35,7 +35,7 @@ def check_listing(output: str) -> None:
     rows = rows_by_tagger(output)
     assert len(rows) == len(entries())
     for entry in entries():
-        usage = f"{entry.name}:{entry.argument_name}" if entry.needs_argument else entry.name
+        usage = entry.usage
         assert usage in rows, usage
         cells, shown_reason = rows[usage]
         reason = entry.unavailable_reason()

@@ -13,6 +13,7 @@ from builders import WD14_BIASES, WD14_TAGS, WD14_WEIGHTS, build_wd14_model
 from huggingface_hub import constants as hub_constants
 from PIL import Image
 
+from tagger_eval.cli import main as cli_main
 from tagger_eval.dataset import Dataset, create_schema
 from tagger_eval.hub import HubFiles, ModelFilesError
 from tagger_eval.session import DEFAULT_DATASET, TaggerRun, TaggerSettings
@@ -235,24 +236,31 @@ def test_cuda_gives_the_cpu_probabilities(wd14_v3_dir: Path) -> None:
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+PINNED = "89abcdef0123456789abcdef0123456789abcdef"
+
+
 @pytest.fixture
-def fake_hub(httpserver, wd14_v3_dir: Path):
-    """Serve the tiny model as `SmilingWolf/wd-vit-tagger-v3` the way the hub serves files."""
+def fake_hub(httpserver, wd14_v2_dir: Path, wd14_v3_dir: Path):
+    """Serve the tiny model as `SmilingWolf/wd-vit-tagger-v3` the way the hub serves files.
+
+    `main` is at COMMIT (the v3 export); the older commit PINNED holds the v2 export.
+    """
     from werkzeug import Response
 
     model = next(m for m in PUBLISHED_MODELS if m.name == "wd-vit-v3")
     hits: list[str] = []
 
     def serve(request):
-        filename = request.path.rsplit("/", 1)[-1]
-        hits.append(f"{request.method} {filename}")
-        data = (wd14_v3_dir / filename).read_bytes()
-        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                   "Content-Length": str(len(data))}
+        revision, filename = request.path.split("/")[-2:]
+        hits.append(f"{request.method} {revision} {filename}")
+        data = ((wd14_v2_dir if revision == PINNED else wd14_v3_dir) / filename).read_bytes()
+        headers = {"X-Repo-Commit": PINNED if revision == PINNED else COMMIT,
+                   "ETag": f'"{hashlib.sha256(data).hexdigest()}"', "Content-Length": str(len(data))}
         return Response(data, headers=headers)  # werkzeug drops the body of a HEAD answer itself
 
-    for filename in model.files.filenames:
-        httpserver.expect_request(f"/{model.repo_id}/resolve/main/{filename}").respond_with_handler(serve)
+    for revision in ("main", PINNED):
+        for filename in model.files.filenames:
+            httpserver.expect_request(f"/{model.repo_id}/resolve/{revision}/{filename}").respond_with_handler(serve)
     return model, httpserver.url_for("").rstrip("/"), hits
 
 
@@ -265,7 +273,7 @@ def test_fetch_then_evaluate_offline_from_the_cache(fake_hub, tmp_path: Path, mo
 
     paths = model.files.download(endpoint=endpoint)
     assert {path.name for path in paths.values()} == {"model.onnx", "selected_tags.csv"}
-    assert any(hit.startswith("GET model.onnx") for hit in hits)
+    assert "GET main model.onnx" in hits
     assert entry.unavailable_reason() is None
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
@@ -274,6 +282,26 @@ def test_fetch_then_evaluate_offline_from_the_cache(fake_hub, tmp_path: Path, mo
     assert tagger.name == "wd-vit-v3" and hits == []  # no request: the cache was enough
     assert (tagger.default_threshold, tagger.default_character_threshold) == (0.35, 0.85)
     assert len(tagger.predict(demo_samples(1))[0]) == len(WD14_TAGS)
+
+
+def test_a_pinned_revision_is_fetched_and_evaluated(fake_hub, tmp_path: Path, monkeypatch) -> None:
+    model, endpoint, hits = fake_hub
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    # What HF_ENDPOINT does, set after import: the CLI then talks to the local hub.
+    monkeypatch.setattr(hub_constants, "ENDPOINT", endpoint)
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    entry = get_entry(model.name)
+    with pytest.raises(ModelFilesError, match=f"at revision {PINNED} not in the Hugging Face cache; run "
+                                              f"`tagger-eval fetch wd-vit-v3:{PINNED}`"):
+        entry.factory(PINNED, TaggerOptions())
+
+    assert cli_main(["fetch", f"wd-vit-v3:{PINNED}"]) == 0
+    assert f"GET {PINNED} model.onnx" in hits and not any(" main " in hit for hit in hits)
+    pinned = entry.factory(PINNED, TaggerOptions(execution_provider="cpu"))
+    assert pinned.batch_size == 1  # the v2 export that the pinned commit holds
+    with pytest.raises(ModelFilesError, match="run `tagger-eval fetch wd-vit-v3` where"):
+        entry.factory(None, TaggerOptions())  # `main` was never fetched
 
 
 def test_fetch_offline_says_so(tmp_path: Path, monkeypatch) -> None:

@@ -25,11 +25,19 @@ class TaggerEntry:
     factory: Callable[[str | None, TaggerOptions], Tagger]
     # Families such as `wd14-onnx:PATH` need an argument; `all` selects only entries that run without one.
     needs_argument: bool = False
-    argument_name: str = "ARG"  # how `tagger-eval list` shows the argument: DIR, URL#MODEL, ...
+    # Published models take an optional argument instead: the hub revision to pin (`wd-vit-v3:REVISION`).
+    accepts_argument: bool = False
+    argument_name: str = "ARG"  # how `tagger-eval list` shows the argument: DIR, URL#MODEL, REVISION ...
     # Returns why the tagger cannot run here (a missing package, an uncached model), or None when it can.
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
-    # How to make it available: `tagger-eval fetch` calls this (it may use the network).
-    fetch: Callable[[], object] | None = None
+    # How to make it available: `tagger-eval fetch NAME[:ARG]` calls it, with the argument when one is given.
+    fetch: Callable[..., object] | None = None
+
+    @property
+    def usage(self) -> str:
+        if self.needs_argument:
+            return f"{self.name}:{self.argument_name}"
+        return f"{self.name}[:{self.argument_name}]" if self.accepts_argument else self.name
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, 
         entry = get_entry(name)
         if entry.needs_argument and not argument:
             raise UnknownTaggerError(f"tagger {name!r} needs an argument: --tagger={name}:...")
-        if argument and not entry.needs_argument:
+        if argument and not (entry.needs_argument or entry.accepts_argument):
             raise UnknownTaggerError(f"tagger {name!r} takes no argument (got {part!r})")
         reason = entry.unavailable_reason()
         if reason is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,14 @@ class PublishedModel:
     threshold: float = 0.35
     character_threshold: float = 0.85
 
+    revision: str | None = None  # None: the hub's `main`; a pinned commit makes results reproducible
+
     @property
     def files(self) -> HubFiles:
-        return HubFiles(self.repo_id, (MODEL_FILE, TAGS_FILE))
+        return HubFiles(self.repo_id, (MODEL_FILE, TAGS_FILE), self.revision)
+
+    def at(self, revision: str | None) -> PublishedModel:
+        return self if revision is None else replace(self, revision=revision)
 
 
 PUBLISHED_MODELS = (
@@ -132,7 +137,7 @@ class WD14Tagger(Tagger):
 
     @classmethod
     def from_hub(cls, model: PublishedModel, options: TaggerOptions) -> WD14Tagger:
-        paths = model.files.require_cached(model.name)
+        paths = model.files.require_cached(model.name if model.revision is None else f"{model.name}:{model.revision}")
         tagger = cls(model.name, paths[MODEL_FILE], paths[TAGS_FILE], options)
         if tagger.input_size != model.input_size:
             raise ModelLoadError(f"{paths[MODEL_FILE]} takes {tagger.input_size}px images, {model.name} "
@@ -177,9 +182,11 @@ ENTRIES = [
             model.name,
             f"{model.repo_id} ({model.input_size}px; thresholds general {model.threshold}, "
             f"character {model.character_threshold})",
-            lambda _argument, options, model=model: WD14Tagger.from_hub(model, options),
+            lambda revision, options, model=model: WD14Tagger.from_hub(model.at(revision), options),
+            accepts_argument=True,
+            argument_name="REVISION",
             unavailable_reason=lambda model=model: _unavailable(model),
-            fetch=model.files.download,
+            fetch=lambda revision=None, model=model: model.at(revision).files.download(),
         )
         for model in PUBLISHED_MODELS
     ),
