@@ -436,3 +436,28 @@ def test_a_nan_probability_is_an_error_not_a_silent_miss(small_dataset: Dataset)
     run = fixed_run({"some_tag": float("nan")}, None, scope="all")
     with pytest.raises(ValueError, match="NaN as the probability of 'some_tag'"):
         run.evaluate(small_dataset, 1)
+
+
+def test_predictions_under_an_old_tag_name_follow_the_dataset_aliases(tmp_path: Path) -> None:
+    db_path = write_dataset(tmp_path / "ds", [(1, "g", "animal_ears")], images=[1])
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("CREATE TABLE tag_aliases (antecedent_name TEXT, consequent_name TEXT, status TEXT)")
+        connection.executemany("INSERT INTO tag_aliases VALUES (?, ?, ?)", [
+            ("Animal Ear", "animal_ears", "active"),  # names are normalised
+            ("cat_ear", "cat_ears", "deleted"),  # inactive aliases are ignored
+        ])
+    connection.close()
+    opened = EvaluationSession("control", dataset_path=db_path)
+    try:
+        assert opened.tag_aliases == {"animal_ear": "animal_ears"}
+        run = TaggerRun(TaggerSettings(TaggerSpec("fixed"), 0.5, 0.0, "vocabulary"),
+                        FixedTagger({"animal_ear": 0.9, "rating:general": 0.9}, {"animal_ear": 0, "rating:general": 9}),
+                        opened.tag_aliases)
+        result = run.evaluate(opened.dataset, 1)
+        assert result.score == 1.0 and result.wrong_tags == [] and result.missed_tags == []
+        assert run.vocabulary == {"animal_ears": 0, "rating:general": 9}
+        without = TaggerRun(TaggerSettings(TaggerSpec("fixed"), 0.5, 0.0, "all"),
+                            FixedTagger({"animal_ear": 0.9, "rating:general": 0.9}, None))
+        assert without.evaluate(opened.dataset, 1).wrong_tags == ["animal_ear"]
+    finally:
+        opened.close()
