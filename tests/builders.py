@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from PIL import Image
 
 # Tiny WD14-contract models: the published input/output names, shapes and tag file, with a few weights.
 WD14_TAGS = [
@@ -108,3 +110,28 @@ def write_deepdanbooru_project(directory: Path, model_file: Path, tags: Sequence
     context = {"image_width": image_size, "image_height": image_size, "model": "resnet_custom_v3"}
     (directory / "project.json").write_text(json.dumps(context), encoding="utf-8")
     return directory
+
+
+def build_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Mapping[int, Image.Image]) -> Path:
+    """A data.db of `(id, rating, general tags)` posts; a post gets an image file only when `images` has one."""
+    import sqlite3
+
+    from tagger_eval.dataset import create_schema
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    db_path = root / "data.db"
+    connection = sqlite3.connect(db_path)
+    try:
+        create_schema(connection)
+        for post_id, rating, general in posts:
+            connection.execute(
+                "INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
+                " VALUES (?, ?, 'png', ?, ?, ?, 'test')",
+                (post_id, f"md5-{post_id}", rating, general, f"images/{post_id}.png"),
+            )
+        connection.commit()
+    finally:
+        connection.close()
+    for post_id, image in images.items():
+        image.save(root / "images" / f"{post_id}.png")
+    return db_path

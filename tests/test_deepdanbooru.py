@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -23,12 +22,13 @@ from builders import (
     DD_MODEL_NAME,
     DD_SIZE,
     DD_TAGS,
+    build_dataset,
     build_deepdanbooru_model,
     write_deepdanbooru_project,
 )
 from PIL import Image
 
-from tagger_eval.dataset import Dataset, create_schema
+from tagger_eval.dataset import Dataset
 from tagger_eval.session import TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
@@ -304,22 +304,7 @@ def test_model_choice_project_json_first_then_the_last_name(tmp_path: Path, mode
 
 
 def write_dataset(root: Path, posts: Sequence[tuple[int, str, str]]) -> Path:
-    (root / "images").mkdir(parents=True)
-    db_path = root / "data.db"
-    connection = sqlite3.connect(db_path)
-    try:
-        create_schema(connection)
-        for post_id, rating, general in posts:
-            connection.execute(
-                "INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
-                " VALUES (?, ?, 'png', ?, ?, ?, 'test')",
-                (post_id, f"md5-{post_id}", rating, general, f"images/{post_id}.png"),
-            )
-            noise(40 + post_id, 30, seed=post_id).save(root / "images" / f"{post_id}.png")
-        connection.commit()
-    finally:
-        connection.close()
-    return db_path
+    return build_dataset(root, posts, {post_id: noise(40 + post_id, 30, seed=post_id) for post_id, _, _ in posts})
 
 
 def test_rating_safe_counts_for_general_and_sensitive_posts_only(tmp_path: Path, tagger: DeepDanbooruTagger) -> None:

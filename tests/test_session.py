@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from builders import build_dataset
 from PIL import Image
 
 from tagger_eval import demo
-from tagger_eval.dataset import Dataset, DatasetError, create_schema
+from tagger_eval.dataset import Dataset, DatasetError
 from tagger_eval.scoring import score_post
 from tagger_eval.session import (
     DEFAULT_DATASET,
@@ -27,25 +28,8 @@ from tagger_eval.taggers import Sample, Tagger, TaggerSpec, UnknownTaggerError, 
 
 
 def write_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Sequence[int]) -> Path:
-    """A data.db of `(id, rating, general tags)` posts; only the posts in `images` get a PNG."""
-    root.mkdir(parents=True, exist_ok=True)
-    db_path = root / "data.db"
-    connection = sqlite3.connect(db_path)
-    try:
-        create_schema(connection)
-        for post_id, rating, general in posts:
-            connection.execute(
-                "INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
-                " VALUES (?, ?, 'png', ?, ?, ?, 'test')",
-                (post_id, f"md5-{post_id}", rating, general, f"images/{post_id}.png"),
-            )
-        connection.commit()
-    finally:
-        connection.close()
-    (root / "images").mkdir(exist_ok=True)
-    for post_id in images:
-        Image.new("RGB", (32, 32), (250, 250, 250)).save(root / "images" / f"{post_id}.png")
-    return db_path
+    """Only the posts in `images` get a PNG."""
+    return build_dataset(root, posts, {post_id: Image.new("RGB", (32, 32), (250, 250, 250)) for post_id in images})
 
 
 class FixedTagger(Tagger):

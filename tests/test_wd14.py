@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
-from builders import WD14_BIASES, WD14_TAGS, WD14_WEIGHTS, build_wd14_model
+from builders import WD14_BIASES, WD14_TAGS, WD14_WEIGHTS, build_dataset, build_wd14_model
 from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 from tagger_eval.cli import main as cli_main
-from tagger_eval.dataset import Dataset, create_schema
+from tagger_eval.dataset import Dataset
 from tagger_eval.hub import HubFiles, ModelFilesError
 from tagger_eval.session import DEFAULT_DATASET, TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, get_entry, select_tags
@@ -150,17 +149,9 @@ def test_the_highest_rating_row_is_the_rating(wd14_v3_dir: Path) -> None:
 
 def predicted_through_the_session(tmp_path: Path, image: Image.Image, tagger: WD14Tagger, **settings) -> set[str]:
     """The tags the session predicts for one image, through a real one-post data.db and TaggerRun."""
-    root = tmp_path / "one-post"
-    (root / "images").mkdir(parents=True)
-    image.save(root / "images" / "1.png")
-    connection = sqlite3.connect(root / "data.db")
-    create_schema(connection)
-    connection.execute("INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
-                       " VALUES (1, 'x', 'png', 'g', 'yellow', 'images/1.png', 'test')")
-    connection.commit()
-    connection.close()
+    db_path = build_dataset(tmp_path / "one-post", [(1, "g", "yellow")], {1: image})
     run = TaggerRun(TaggerSettings(TaggerSpec("wd14-onnx", "x"), score_floor=-10, scope="all", **settings), tagger)
-    with Dataset(root / "data.db") as dataset:
+    with Dataset(db_path) as dataset:
         result = run.evaluate(dataset, 1)
     return set(result.wrong_tags) | ({"yellow", "rating:general"} - set(result.missed_tags))
 
