@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tagger_eval import demo, taggers
+from tagger_eval.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
+from tagger_eval.downloader import IMAGE_EXTENSIONS
+from tagger_eval.tags import RATING_LETTERS
 
 
 def list_taggers() -> int:
@@ -49,6 +52,44 @@ def fetch(names: Sequence[str]) -> int:
     return status
 
 
+def download(args: argparse.Namespace) -> int:
+    """Build or extend a data.db from the Danbooru API (resumable: run the same command again)."""
+    from tagger_eval.danbooru import Credentials, DanbooruClient, DanbooruError
+    from tagger_eval.downloader import DatasetDownloader, DownloadError, DownloadPlan, plan_summary
+
+    try:
+        plan = DownloadPlan(
+            per_rating=args.per_rating, page_skip=args.page_skip, ratings=tuple(args.ratings.split(",")),
+            tags=args.tags, extensions=tuple(ext.strip().lower() for ext in args.extensions.split(",")),
+            limit=args.limit,
+        )
+        client = DanbooruClient(args.base_url, Credentials.from_environment(), rate=args.rate,
+                                timeout=(10.0, args.timeout))
+    except (ValueError, DanbooruError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    downloader = DatasetDownloader(args.out, client, plan)
+    try:
+        reports = downloader.run(progress=not args.no_progress)
+        for line in plan_summary(reports):
+            print(line)
+        if args.with_tag_relations:
+            counts = downloader.download_tag_relations()
+            print("tag relations: " + ", ".join(f"{count} {table}" for table, count in counts.items()))
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    except (DownloadError, DanbooruError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        print("what was stored is kept: run the same command again to continue", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"wrote {args.out}")
+    return 0
+
+
 def make_demo(out: Path) -> int:
     db_path = demo.generate(out)
     print(f"wrote {db_path} and {out / 'images'} ({demo.POSTS} posts)")
@@ -62,6 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch_parser = commands.add_parser("fetch", help="download the model files of registered taggers")
     fetch_parser.add_argument("names", nargs="+", metavar="NAME",
                               help="tagger names as `tagger-eval list` shows them; NAME:REVISION pins a hub revision")
+    get = commands.add_parser("download", help="download a stratified sample of Danbooru posts into a data.db",
+                              description="Credentials, when needed, come from DANBOORU_LOGIN and DANBOORU_API_KEY.")
+    get.add_argument("--out", type=Path, required=True, help="the data.db to write (images go beside it)")
+    get.add_argument("--per-rating", type=int, required=True, help="posts to keep per rating")
+    get.add_argument("--page-skip", type=int, default=150,
+                     help="skip the newest N pages of 20 posts of each rating, not yet fully tagged (default 150)")
+    get.add_argument("--ratings", default=",".join(RATING_LETTERS), help="ratings to sample (default g,s,q,e)")
+    get.add_argument("--tags", default="", help="extra search tags that narrow every rating's search")
+    get.add_argument("--extensions", default=",".join(IMAGE_EXTENSIONS),
+                     help="file types to keep; posts of other types (videos, ugoira zips) are skipped")
+    get.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the Danbooru (or mirror) to use")
+    get.add_argument("--limit", type=int, default=MAX_LIMIT, help="posts per API page (at most 200)")
+    get.add_argument("--rate", type=float, default=4.0, help="at most this many requests per second (default 4)")
+    get.add_argument("--timeout", type=float, default=60.0, help="read timeout of each request in seconds")
+    get.add_argument("--with-tag-relations", action="store_true",
+                     help="also store the tag aliases, implications and tag post counts of the tags seen")
+    get.add_argument("--no-progress", action="store_true", help="no progress bars")
     make = commands.add_parser("make-demo", help="regenerate the synthetic demo dataset (byte-identical)")
     make.add_argument("--out", type=Path, default=demo.DEFAULT_DIR, help="target directory (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -69,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return list_taggers()
     if args.command == "fetch":
         return fetch(args.names)
+    if args.command == "download":
+        return download(args)
     return make_demo(args.out)
 
 

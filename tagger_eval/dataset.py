@@ -60,6 +60,28 @@ CREATE TABLE IF NOT EXISTS metadata (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT PRIMARY KEY,
+    category INTEGER NOT NULL,
+    post_count INTEGER
+);
+CREATE TABLE IF NOT EXISTS tag_aliases (
+    antecedent_name TEXT NOT NULL,
+    consequent_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (antecedent_name, consequent_name)
+);
+CREATE TABLE IF NOT EXISTS tag_implications (
+    antecedent_name TEXT NOT NULL,
+    consequent_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (antecedent_name, consequent_name)
+);
+CREATE TABLE IF NOT EXISTS download_progress (
+    rating TEXT PRIMARY KEY,
+    cursor_id INTEGER NOT NULL,
+    skipped TEXT NOT NULL
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 

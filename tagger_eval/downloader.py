@@ -1,0 +1,292 @@
+"""`tagger-eval download`: a stratified, resumable Danbooru sample in a data.db.
+
+For each rating the newest `page_skip` pages (of Danbooru's 20 posts) are skipped, because fresh posts are not yet
+fully tagged; then posts are taken newest first until `per_rating` usable ones are stored. Each post's image is
+written to a temporary file, checked against the post's md5 and renamed into place before its row is committed, in
+the same transaction as the rating's search cursor: interrupted at any point, the same command continues where it
+stopped, with no duplicate and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tagger_eval import __version__
+from tagger_eval.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient
+from tagger_eval.dataset import TAG_COLUMNS, create_schema
+from tagger_eval.tags import RATING_LETTERS
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
+IMAGES_DIR = "images"
+PARTIAL_SUFFIX = ".part"
+
+
+class DownloadError(Exception):
+    """The download cannot start or go on (a data.db built differently, an unreachable API)."""
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """What to download. Everything but `per_rating` must match when a download is resumed or extended."""
+
+    per_rating: int
+    page_skip: int = 150
+    ratings: tuple[str, ...] = tuple(RATING_LETTERS)
+    tags: str = ""
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    limit: int = MAX_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.per_rating < 1:
+            raise ValueError("--per-rating must be at least 1")
+        if self.page_skip < 0:
+            raise ValueError("--page-skip cannot be negative")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"--limit must be between 1 and {MAX_LIMIT}")
+        unknown = [rating for rating in self.ratings if rating not in RATING_LETTERS]
+        if unknown or not self.ratings:
+            raise ValueError(f"--ratings: expected letters from {','.join(RATING_LETTERS)}, got {self.ratings}")
+
+    def search(self, rating: str) -> str:
+        return " ".join(part for part in (f"rating:{rating}", self.tags.strip()) if part)
+
+    def identity(self, base_url: str) -> dict[str, Any]:
+        """The parameters a resumed download must share with the data.db it extends (no credentials, ever)."""
+        return {"base_url": base_url, "page_skip": self.page_skip, "tags": self.tags.strip(),
+                "extensions": sorted(self.extensions)}
+
+
+@dataclass
+class RatingReport:
+    stored: int = 0  # posts of this rating in data.db at the end
+    downloaded: int = 0  # of which this run added
+    skipped: Counter[str] = field(default_factory=Counter)  # unusable posts this run passed over, by reason
+    exhausted: bool = False  # the search ran out before per_rating posts were found
+
+
+def unusable_reason(post: dict[str, Any], extensions: Sequence[str]) -> str | None:
+    """Why a listed post cannot go into the dataset, or None."""
+    if post.get("is_deleted"):
+        return "deleted"
+    if post.get("is_banned"):
+        return "banned"
+    if not post.get("file_url") or not post.get("md5"):
+        return "no file_url"
+    if str(post.get("file_ext", "")).lower() not in extensions:
+        return f"file type {post.get('file_ext')}"
+    if post.get("rating") not in RATING_LETTERS:
+        return "unknown rating"
+    return None
+
+
+class DatasetDownloader:
+    def __init__(self, db_path: Path, client: DanbooruClient, plan: DownloadPlan) -> None:
+        self.db_path = Path(db_path)
+        self.images = self.db_path.parent / IMAGES_DIR
+        self.client = client
+        self.plan = plan
+
+    def run(self, progress: bool = True) -> dict[str, RatingReport]:
+        self.images.mkdir(parents=True, exist_ok=True)
+        for partial in self.images.glob(f"*{PARTIAL_SUFFIX}"):
+            partial.unlink()  # left by a run that was killed mid-download
+        db = sqlite3.connect(self.db_path)
+        try:
+            self._prepare(db)
+            reports = {}
+            for position, rating in enumerate(self.plan.ratings):
+                with _progress_bar(rating, self.plan.per_rating, position, progress) as bar:
+                    reports[rating] = self._fill_rating(db, rating, bar)
+            self._record_tags(db)
+            _set_metadata(db, {"updated_at": _now()})
+            db.commit()
+            return reports
+        finally:
+            db.close()
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        create_schema(db)
+        identity = self.plan.identity(self.client.base_url)
+        stored = dict(db.execute("SELECT key, value FROM metadata").fetchall())
+        posts = db.execute("SELECT count(*) FROM posts").fetchone()[0]
+        if "download_params" in stored:
+            if json.loads(stored["download_params"]) != identity:
+                raise DownloadError(
+                    f"{self.db_path} was downloaded with {stored['download_params']}, not {json.dumps(identity)}; "
+                    "resume with the same --base-url, --page-skip, --tags and --extensions, or use a new --out")
+        elif posts:
+            raise DownloadError(f"{self.db_path} already holds {posts} posts that no download made; use a new --out")
+        else:
+            _set_metadata(db, {"source": "danbooru", "download_params": json.dumps(identity),
+                               "created_at": _now(), "tagger_eval_version": __version__})
+        _set_metadata(db, {"per_rating": str(self.plan.per_rating)})
+        db.commit()
+
+    def _fill_rating(self, db: sqlite3.Connection, rating: str, bar: Any) -> RatingReport:
+        report = RatingReport(stored=_count(db, rating))
+        bar.update(report.stored)
+        if report.stored >= self.plan.per_rating:
+            return report
+        for post in self._listing(db, rating):
+            if report.stored >= self.plan.per_rating:
+                return report
+            if db.execute("SELECT 1 FROM posts WHERE id = ?", (post["id"],)).fetchone():
+                continue
+            reason = unusable_reason(post, self.plan.extensions)
+            if reason is None and not self._fetch_image(post):
+                reason = "md5 mismatch"
+            if reason is None:
+                self._store(db, post)
+                report.stored += 1
+                report.downloaded += 1
+                bar.update(1)
+            else:
+                report.skipped[reason] += 1
+            _save_cursor(db, rating, post["id"], reason)
+            db.commit()  # the row, its image (already in place) and the cursor land together
+        report.exhausted = report.stored < self.plan.per_rating
+        return report
+
+    def _listing(self, db: sqlite3.Connection, rating: str) -> Iterator[dict[str, Any]]:
+        """The rating's posts, newest first, from the saved cursor or after skipping the newest pages."""
+        search, limit = self.plan.search(rating), self.plan.limit
+        row = db.execute("SELECT cursor_id FROM download_progress WHERE rating = ?", (rating,)).fetchone()
+        if row is not None:
+            page: int | str = f"b{row[0]}"
+            batch = self.client.posts(search, limit, page)
+        else:
+            batch = self._after_newest(search, self.plan.page_skip * DANBOORU_PAGE_SIZE)
+        while batch:
+            yield from batch
+            batch = self.client.posts(search, limit, f"b{batch[-1]['id']}")
+
+    def _after_newest(self, search: str, skip: int) -> list[dict[str, Any]]:
+        """The first page of posts after the newest `skip`: by page number when allowed, else by cursor hops."""
+        limit = self.plan.limit
+        page, offset = divmod(skip, limit)
+        if page + 1 <= MAX_NUMERIC_PAGE:
+            return self.client.posts(search, limit, page + 1)[offset:]
+        batch = self.client.posts(search, MAX_LIMIT, 1)
+        remaining = skip
+        while batch and remaining >= len(batch):
+            remaining -= len(batch)
+            batch = self.client.posts(search, MAX_LIMIT, f"b{batch[-1]['id']}")
+        return batch[remaining:]
+
+    def _image_path(self, post: dict[str, Any]) -> Path:
+        return self.images / f"{post['md5']}.{str(post['file_ext']).lower()}"
+
+    def _fetch_image(self, post: dict[str, Any]) -> bool:
+        """Put the post's image in place; False when the bytes do not match its md5 (nothing is kept then)."""
+        final = self._image_path(post)
+        if final.is_file() and _md5_of(final) == post["md5"]:
+            return True  # an earlier run stored it and was stopped before committing the row
+        partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        try:
+            digest = self.client.download(post["file_url"], partial)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if digest != post["md5"]:
+            partial.unlink()
+            return False
+        partial.replace(final)
+        return True
+
+    def _store(self, db: sqlite3.Connection, post: dict[str, Any]) -> None:
+        row = {column: post.get(column) or "" for column in TAG_COLUMNS}
+        row.update(
+            id=post["id"], md5=post["md5"], file_ext=str(post["file_ext"]).lower(), rating=post["rating"],
+            image_path=f"{IMAGES_DIR}/{self._image_path(post).name}", image_width=post.get("image_width"),
+            image_height=post.get("image_height"), source=self.client.base_url,
+            source_url=f"{self.client.base_url}/posts/{post['id']}", created_at=post.get("created_at"),
+            fetched_at=_now(),
+        )
+        columns = ", ".join(row)
+        db.execute(f"INSERT INTO posts ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+
+    def _record_tags(self, db: sqlite3.Connection) -> None:
+        """Every tag seen, with its category from the post columns (post counts come with tag relations)."""
+        for column, category in TAG_COLUMNS.items():
+            for (tag_string,) in db.execute(f"SELECT {column} FROM posts").fetchall():
+                db.executemany("INSERT OR IGNORE INTO tags (name, category) VALUES (?, ?)",
+                               [(name, category) for name in tag_string.split()])
+
+    def download_tag_relations(self) -> dict[str, int]:
+        """Aliases onto the tags seen (old names a model may output), implications from them (closed
+        transitively, so truth tags can be expanded), and each seen tag's category and post count."""
+        db = sqlite3.connect(self.db_path)
+        try:
+            seen = {name for (name,) in db.execute("SELECT name FROM tags")}
+            aliases = list(self.client.search_by_names("tag_aliases.json", "consequent_name", seen,
+                                                       {"search[status]": "active"}))
+            implications, frontier, asked = [], set(seen), set()
+            while frontier:
+                asked |= frontier
+                found = list(self.client.search_by_names("tag_implications.json", "antecedent_name", frontier,
+                                                         {"search[status]": "active"}))
+                implications += found
+                frontier = {record["consequent_name"] for record in found} - asked
+            tags = list(self.client.search_by_names("tags.json", "name", seen))
+            for table, records in (("tag_aliases", aliases), ("tag_implications", implications)):
+                db.executemany(
+                    f"INSERT OR REPLACE INTO {table} (antecedent_name, consequent_name, status) VALUES (?, ?, ?)",
+                    [(r["antecedent_name"], r["consequent_name"], r["status"]) for r in records])
+            db.executemany("INSERT OR REPLACE INTO tags (name, category, post_count) VALUES (?, ?, ?)",
+                           [(r["name"], r["category"], r.get("post_count")) for r in tags])
+            _set_metadata(db, {"tag_relations_at": _now()})
+            db.commit()
+            return {"tag_aliases": len(aliases), "tag_implications": len(implications), "tags": len(tags)}
+        finally:
+            db.close()
+
+
+def _count(db: sqlite3.Connection, rating: str) -> int:
+    return db.execute("SELECT count(*) FROM posts WHERE rating = ?", (rating,)).fetchone()[0]
+
+
+def _save_cursor(db: sqlite3.Connection, rating: str, post_id: int, skip_reason: str | None) -> None:
+    row = db.execute("SELECT skipped FROM download_progress WHERE rating = ?", (rating,)).fetchone()
+    skipped = Counter(json.loads(row[0])) if row else Counter()
+    if skip_reason:
+        skipped[skip_reason] += 1
+    db.execute("INSERT OR REPLACE INTO download_progress (rating, cursor_id, skipped) VALUES (?, ?, ?)",
+               (rating, post_id, json.dumps(dict(sorted(skipped.items())))))
+
+
+def _set_metadata(db: sqlite3.Connection, values: dict[str, str]) -> None:
+    db.executemany("INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)", values.items())
+
+
+def _md5_of(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "md5").hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _progress_bar(rating: str, total: int, position: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"rating:{rating}", unit="post", position=position, disable=not enabled,
+                leave=True, dynamic_ncols=True)
+
+
+def plan_summary(reports: dict[str, RatingReport]) -> list[str]:
+    lines = []
+    for rating, report in reports.items():
+        skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items())) or "none"
+        shortfall = "; the search ran out of posts" if report.exhausted else ""
+        lines.append(f"rating:{rating}: {report.stored} posts ({report.downloaded} new), skipped: {skipped}{shortfall}")
+    return lines
+
