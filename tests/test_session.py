@@ -425,7 +425,6 @@ def test_a_nan_probability_is_an_error_not_a_silent_miss(small_dataset: Dataset)
 def test_predictions_under_an_old_tag_name_follow_the_dataset_aliases(tmp_path: Path) -> None:
     db_path = write_dataset(tmp_path / "ds", [(1, "g", "animal_ears")], images=[1])
     with sqlite3.connect(db_path) as connection:
-        connection.execute("CREATE TABLE tag_aliases (antecedent_name TEXT, consequent_name TEXT, status TEXT)")
         connection.executemany("INSERT INTO tag_aliases VALUES (?, ?, ?)", [
             ("Animal Ear", "animal_ears", "active"),  # names are normalised
             ("cat_ear", "cat_ears", "deleted"),  # inactive aliases are ignored
