@@ -64,7 +64,7 @@ def download(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         client = DanbooruClient(args.base_url, Credentials.from_environment(), rate=args.rate,
-                                timeout=(10.0, args.timeout))
+                                timeout=(10.0, args.timeout), retries=args.retries)
     except (ValueError, DanbooruError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--limit", type=int, default=MAX_LIMIT, help="posts per API page (at most 200)")
     get.add_argument("--rate", type=float, default=4.0, help="at most this many requests per second (default 4)")
     get.add_argument("--timeout", type=float, default=60.0, help="read timeout of each request in seconds")
+    get.add_argument("--retries", type=int, default=5,
+                     help="retries of a request after a connection error, 429 or 5xx, with exponential backoff")
     get.add_argument("--with-tag-relations", action="store_true",
                      help="also store the tag aliases, implications and tag post counts of the tags seen")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -32,6 +32,10 @@ LOGIN_ENV, API_KEY_ENV = "DANBOORU_LOGIN", "DANBOORU_API_KEY"
 class DanbooruError(Exception):
     """The API or a file server answered with an error, or could not be reached; never contains credentials."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the server answered
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -71,6 +75,7 @@ class DanbooruClient:
         *,
         rate: float = 4.0,
         timeout: tuple[float, float] = (10.0, 60.0),
+        retries: int = 5,
         session: requests.Session | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -81,7 +86,7 @@ class DanbooruClient:
         self._credentials = credentials
         self.limiter = RateLimiter(rate)
         self.timeout = timeout
-        self.session = session or make_session(retries=5, backoff=1.0)
+        self.session = session or make_session(retries=retries, backoff=1.0)
 
     def __repr__(self) -> str:
         return f"DanbooruClient({self.base_url!r}, authenticated={self._credentials is not None})"
@@ -103,7 +108,8 @@ class DanbooruClient:
         except requests.RequestException as error:
             raise DanbooruError(f"GET {url} failed: {type(error).__name__}: {error}") from error
         if response.status_code != 200:
-            raise DanbooruError(f"GET {response.url} failed: HTTP {response.status_code}{_error_detail(response)}")
+            raise DanbooruError(f"GET {response.url} failed: HTTP {response.status_code}{_error_detail(response)}",
+                                response.status_code)
         return response
 
     def _json(self, path: str, params: dict[str, Any]) -> Any:

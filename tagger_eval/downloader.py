@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tagger_eval import __version__
-from tagger_eval.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient
+from tagger_eval.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient, DanbooruError
 from tagger_eval.dataset import TAG_COLUMNS, create_schema
 from tagger_eval.tags import RATING_LETTERS
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 IMAGES_DIR = "images"
 PARTIAL_SUFFIX = ".part"
+GONE_STATUSES = (403, 404, 410)  # a file the server will not give: skip the post rather than stop
 
 
 class DownloadError(Exception):
@@ -140,9 +141,7 @@ class DatasetDownloader:
                 return report
             if db.execute("SELECT 1 FROM posts WHERE id = ?", (post["id"],)).fetchone():
                 continue
-            reason = unusable_reason(post, self.plan.extensions)
-            if reason is None and not self._fetch_image(post):
-                reason = "md5 mismatch"
+            reason = unusable_reason(post, self.plan.extensions) or self._fetch_image(post)
             if reason is None:
                 self._store(db, post)
                 report.stored += 1
@@ -160,46 +159,60 @@ class DatasetDownloader:
         search, limit = self.plan.search(rating), self.plan.limit
         row = db.execute("SELECT cursor_id FROM download_progress WHERE rating = ?", (rating,)).fetchone()
         if row is not None:
-            page: int | str = f"b{row[0]}"
-            batch = self.client.posts(search, limit, page)
+            batch = self._newest_first(self.client.posts(search, limit, f"b{row[0]}"))
         else:
             batch = self._after_newest(search, self.plan.page_skip * DANBOORU_PAGE_SIZE)
         while batch:
             yield from batch
-            batch = self.client.posts(search, limit, f"b{batch[-1]['id']}")
+            batch = self._newest_first(self.client.posts(search, limit, f"b{batch[-1]['id']}"))
+
+    @staticmethod
+    def _newest_first(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(batch, key=lambda post: post["id"], reverse=True)
 
     def _after_newest(self, search: str, skip: int) -> list[dict[str, Any]]:
-        """The first page of posts after the newest `skip`: by page number when allowed, else by cursor hops."""
+        """The first page of posts after the newest `skip`: by page number when allowed, else by cursor hops.
+
+        Danbooru serves its last numeric page (1000) in reverse order, so numeric paging stops short of it.
+        """
         limit = self.plan.limit
         page, offset = divmod(skip, limit)
-        if page + 1 <= MAX_NUMERIC_PAGE:
-            return self.client.posts(search, limit, page + 1)[offset:]
-        batch = self.client.posts(search, MAX_LIMIT, 1)
+        if page + 1 < MAX_NUMERIC_PAGE:
+            return self._newest_first(self.client.posts(search, limit, page + 1))[offset:]
+        batch = self._newest_first(self.client.posts(search, MAX_LIMIT, 1))
         remaining = skip
         while batch and remaining >= len(batch):
             remaining -= len(batch)
-            batch = self.client.posts(search, MAX_LIMIT, f"b{batch[-1]['id']}")
+            batch = self._newest_first(self.client.posts(search, MAX_LIMIT, f"b{batch[-1]['id']}"))
         return batch[remaining:]
 
     def _image_path(self, post: dict[str, Any]) -> Path:
         return self.images / f"{post['md5']}.{str(post['file_ext']).lower()}"
 
-    def _fetch_image(self, post: dict[str, Any]) -> bool:
-        """Put the post's image in place; False when the bytes do not match its md5 (nothing is kept then)."""
+    def _fetch_image(self, post: dict[str, Any]) -> str | None:
+        """Put the post's image in place, or say why not (nothing is kept then).
+
+        A file the server says is gone is a skipped post; any other failure stops the run, to be resumed.
+        """
         final = self._image_path(post)
         if final.is_file() and _md5_of(final) == post["md5"]:
-            return True  # an earlier run stored it and was stopped before committing the row
+            return None  # an earlier run stored it and was stopped before committing the row
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         try:
             digest = self.client.download(post["file_url"], partial)
+        except DanbooruError as error:
+            partial.unlink(missing_ok=True)
+            if error.status in GONE_STATUSES:
+                return f"file unavailable (HTTP {error.status})"
+            raise
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
         if digest != post["md5"]:
             partial.unlink()
-            return False
+            return "md5 mismatch"
         partial.replace(final)
-        return True
+        return None
 
     def _store(self, db: sqlite3.Connection, post: dict[str, Any]) -> None:
         row = {column: post.get(column) or "" for column in TAG_COLUMNS}
