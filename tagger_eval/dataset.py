@@ -6,6 +6,7 @@ The schema is documented in `datasets/README.md`.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -159,6 +160,15 @@ class Dataset:
             return dict(self._db.execute("SELECT key, value FROM metadata").fetchall())
         except sqlite3.OperationalError:
             return {}
+
+    def content_hash(self) -> str:
+        """sha256 of what the evaluation reads from every post (ids, md5s, ratings, tags): two files with the same
+        hash are the same ground truth, wherever they lie."""
+        digest = hashlib.sha256()
+        columns = ", ".join(("id", "md5", "rating", *TAG_COLUMNS))
+        for row in self._db.execute(f"SELECT {columns} FROM posts ORDER BY id"):
+            digest.update("\x1f".join(str(value) for value in row).encode() + b"\x1e")
+        return digest.hexdigest()
 
     def tag_aliases(self) -> dict[str, str]:
         """Active Danbooru aliases (old name -> today's), normalised; empty when the dataset has none."""

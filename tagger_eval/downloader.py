@@ -9,7 +9,6 @@ stopped, with no duplicate and nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections import Counter
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger_eval import __version__
+from tagger_eval.checksums import file_digest
 from tagger_eval.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient, DanbooruError
 from tagger_eval.dataset import TAG_COLUMNS, create_schema
 from tagger_eval.tags import RATING_LETTERS
@@ -195,7 +195,7 @@ class DatasetDownloader:
         A file the server says is gone is a skipped post; any other failure stops the run, to be resumed.
         """
         final = self._image_path(post)
-        if final.is_file() and _md5_of(final) == post["md5"]:
+        if final.is_file() and file_digest(final, "md5") == post["md5"]:
             return None  # an earlier run stored it and was stopped before committing the row
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         try:
@@ -277,11 +277,6 @@ def _save_cursor(db: sqlite3.Connection, rating: str, post_id: int, skip_reason:
 
 def _set_metadata(db: sqlite3.Connection, values: dict[str, str]) -> None:
     db.executemany("INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)", values.items())
-
-
-def _md5_of(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "md5").hexdigest()
 
 
 def _now() -> str:

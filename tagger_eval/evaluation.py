@@ -11,6 +11,9 @@ def test_post_score(
     tagger_eval_session: EvaluationSession, tagger_run: TaggerRun, post_id: int, benchmark, record_property
 ) -> None:
     benchmark.group = tagger_run.label
+    if not tagger_run.identity_reported:  # once per loaded tagger, so the controller can name the model
+        record_property("tagger_eval_identity", {tagger_run.label: tagger_run.tagger.identity()})
+        tagger_run.identity_reported = True
     try:
         result = tagger_run.evaluate(
             tagger_eval_session.dataset,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tagger_eval import evaluation
+from tagger_eval.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE, check_same_dataset
 from tagger_eval.dataset import DatasetError
+from tagger_eval.finish import RunOutcome, finish_run
+from tagger_eval.results import AUTOSAVE_DIR, ResultsError, autosave_path, dataset_identity
+from tagger_eval.results import load as load_results
 from tagger_eval.scope import ALL, SCOPES
 from tagger_eval.session import EvaluationSession, PostResult, TaggerRun
 from tagger_eval.summary import summary_lines
@@ -16,6 +21,7 @@ from tagger_eval.taggers import EXECUTION_PROVIDERS, TaggerOptions, TaggerSpec
 
 SESSION_KEY = pytest.StashKey[EvaluationSession]()
 PROPERTY = "tagger_eval"
+IDENTITY_PROPERTY = "tagger_eval_identity"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +45,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="intra-op threads for in-process models (default: one per core)")
     group.addoption("--http-timeout", type=float, default=60.0, metavar="SECONDS",
                     help="timeout of each request to a tagger server (default: 60)")
+    group.addoption("--tagger-results", default=None, metavar="PATH",
+                    help=f"write the run's results JSON here (default: a new numbered file in {AUTOSAVE_DIR}/)")
+    group.addoption("--no-tagger-results", action="store_true", help="do not save the run's results")
+    group.addoption("--tagger-baseline", default=None, metavar="PATH",
+                    help="fail the session when a tagger regressed against this saved results file")
+    group.addoption("--tagger-tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="FLOAT",
+                    help=f"largest allowed fall of a tagger's mean score (default: {DEFAULT_TOLERANCE})")
+    group.addoption("--tagger-max-worse", type=float, default=DEFAULT_MAX_WORSE, metavar="FRACTION",
+                    help=f"largest share of posts allowed to score lower (default: {DEFAULT_MAX_WORSE})")
+    group.addoption("--tagger-report", default=None, metavar="DIR",
+                    help="write charts and an HTML page of the run into DIR")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,7 +79,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from error
     config.stash[SESSION_KEY] = session
     config.add_cleanup(session.close)
-    config.pluginmanager.register(ResultCollector(session), "tagger-eval-results")
+    config.addinivalue_line("markers", "xdist_group(name): tests of one tagger stay on one pytest-xdist worker")
+    try:
+        baseline = _load_baseline(config, session)
+    except ResultsError as error:
+        raise pytest.UsageError(f"--tagger-baseline: {error}") from error
+    config.pluginmanager.register(ResultCollector(session, baseline), "tagger-eval-results")
     module = str(Path(evaluation.__file__))
     # `pytest --tagger=...` alone runs the evaluation instead of testpaths; explicit paths run beside it.
     if config.args_source == pytest.Config.ArgsSource.ARGS:
@@ -77,7 +99,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = metafunc.config.stash.get(SESSION_KEY, None)
     specs = session.specs if session else []
     post_ids = session.dataset.post_ids() if session else []
-    metafunc.parametrize("tagger_run", specs, indirect=True, scope="session", ids=[s.label for s in specs])
+    # One xdist group per tagger: with `--dist loadgroup` each model loads on one worker only.
+    tagger_params = [pytest.param(spec, marks=pytest.mark.xdist_group(spec.label), id=spec.label) for spec in specs]
+    metafunc.parametrize("tagger_run", tagger_params, indirect=True, scope="session")
     metafunc.parametrize("post_id", post_ids, ids=[f"post{post_id}" for post_id in post_ids])
 
 
@@ -98,16 +122,49 @@ def tagger_run(request: pytest.FixtureRequest, tagger_eval_session: EvaluationSe
     run.close()
 
 
+def _load_baseline(config: pytest.Config, session: EvaluationSession) -> dict[str, Any] | None:
+    if not config.option.tagger_baseline or hasattr(config, "workerinput"):
+        return None
+    baseline = load_results(Path(config.option.tagger_baseline))
+    check_same_dataset(baseline, {"dataset": dataset_identity(session.dataset)})
+    return baseline
+
+
 class ResultCollector:
     """Gathers every (tagger, post) result from the test reports, so it also sees those of xdist workers."""
 
-    def __init__(self, session: EvaluationSession) -> None:
+    def __init__(self, session: EvaluationSession, baseline: dict[str, Any] | None) -> None:
         self.session = session
+        self.baseline = baseline
         self.results: list[PostResult] = []
+        self.identities: dict[str, dict[str, Any]] = {}
+        self.outcome: RunOutcome | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            self.results += [PostResult.from_dict(value) for name, value in report.user_properties if name == PROPERTY]
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.results.append(PostResult.from_dict(value))
+            elif name == IDENTITY_PROPERTY:
+                self.identities.update(value)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        config = session.config
+        if hasattr(config, "workerinput") or not self.results:
+            return
+        option = config.option
+        results_path = None
+        if not option.no_tagger_results:
+            results_path = (Path(option.tagger_results) if option.tagger_results
+                            else autosave_path(config.rootpath / AUTOSAVE_DIR))
+        self.outcome = finish_run(
+            self.session, self.results, self.identities, results_path=results_path, baseline=self.baseline,
+            tolerance=option.tagger_tolerance, max_worse=option.tagger_max_worse,
+            report_dir=Path(option.tagger_report) if option.tagger_report else None, rootdir=config.rootpath,
+        )
+        if self.outcome.regressed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(trylast=True)  # after pytest-benchmark's per-post table, so the leaderboard ends the output
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -117,3 +174,5 @@ class ResultCollector:
         for line in summary_lines(self.results, str(self.session.dataset_path), self.session.scope,
                                   self.session.unavailable):
             terminalreporter.write_line(line)
+        for line in self.outcome.lines if self.outcome else []:
+            terminalreporter.write_line(line, red=self.outcome.regressed and "regressed" in line)

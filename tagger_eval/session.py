@@ -109,6 +109,7 @@ class TaggerRun:
     def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
+        self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
         vocabulary = tagger.vocabulary()
         self.vocabulary: dict[str, int] | None = None

@@ -54,6 +54,12 @@ class Tagger(ABC):
         """Tag -> category for every tag the tagger can output; None for an open vocabulary."""
         return None
 
+    def identity(self) -> dict[str, str]:
+        """What makes results comparable: model file hashes, revision, server and model name (builtins only)."""
+        from tagger_eval import __version__
+
+        return {"implementation": f"{type(self).__module__}.{type(self).__qualname__}", "version": __version__}
+
     @abstractmethod
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         """One `{tag: probability}` per sample, in order; tag names as the model spells them."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from tagger_eval.checksums import file_digest
 from tagger_eval.release import cache_dir, fetch_release_zip
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
 from tagger_eval.taggers.registry import TaggerEntry
@@ -296,6 +297,10 @@ class DeepDanbooruTagger(Tagger):
                 f"{declared[1]}x{declared[0]}: the model and the project do not belong together"
             )
         return height, width
+
+    def identity(self) -> dict[str, str]:
+        return {**super().identity(), "model_sha256": file_digest(self.model_path),
+                "tags_sha256": file_digest(self.project_dir / TAGS_FILE)}
 
     def vocabulary(self) -> Mapping[str, int]:
         """Every tags.txt tag (normalised) -> rating, character (listed in tags-character.txt) or general."""

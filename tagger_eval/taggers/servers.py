@@ -105,6 +105,10 @@ class _ServerTagger(Tagger):
             session = make_session(read_retries=0)
         self.session = session
 
+    def identity(self) -> dict[str, str]:
+        model = getattr(self, "model", None)
+        return {**super().identity(), "url": self.url, **({"model": model} if model else {})}
+
     def vocabulary(self) -> Mapping[str, int] | None:
         return None  # open: the server's model is unknown to us
 

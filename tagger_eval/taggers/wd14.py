@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tagger_eval.checksums import file_digest
 from tagger_eval.hub import HubFiles
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
 from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
@@ -108,6 +109,8 @@ class WD14Tagger(Tagger):
 
     def __init__(self, name: str, model_path: Path, tags_path: Path, options: TaggerOptions) -> None:
         self.name = name
+        self.model_path, self.tags_path = model_path, tags_path
+        self.revision: str | None = None
         self.session = create_session(model_path, options)
         tags = read_selected_tags(tags_path)
         self.tag_names = [tag for tag, _ in tags]
@@ -143,10 +146,19 @@ class WD14Tagger(Tagger):
             raise ModelLoadError(f"{paths[MODEL_FILE]} takes {tagger.input_size}px images, {model.name} "
                                  f"is published at {model.input_size}px: the cached file is not that model")
         tagger.default_threshold, tagger.default_character_threshold = model.threshold, model.character_threshold
+        tagger.revision = paths[MODEL_FILE].parent.name  # the hub cache keeps files under snapshots/<commit>/
+        tagger.repo_id = model.repo_id
         return tagger
 
     def vocabulary(self) -> Mapping[str, int]:
         return self._vocabulary
+
+    def identity(self) -> dict[str, str]:
+        identity = {**super().identity(), "model_sha256": file_digest(self.model_path),
+                    "tags_sha256": file_digest(self.tags_path)}
+        if self.revision is not None:
+            identity.update(repo_id=self.repo_id, revision=self.revision)
+        return identity
 
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         batch = np.stack([prepare_image(sample.image, self.input_size) for sample in samples])

@@ -1,0 +1,141 @@
+"""Two runs side by side, and the regression gate CI fails on.
+
+A tagger regresses when, over the posts both runs scored, its mean score fell by more than the tolerance, or when
+more than `max_worse` of those posts got a lower score. Posts scored in only one run, and taggers of the baseline
+that this run did not select, are listed, never dropped silently; runs on different ground truth are not compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tagger_eval.results import ResultsError
+
+DEFAULT_TOLERANCE = 0.01
+DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower
+LISTED_POSTS = 10  # posts named in a message; the rest are counted
+
+
+@dataclass
+class TaggerComparison:
+    tagger: str
+    baseline_mean: float | None = None  # over the posts both runs scored
+    new_mean: float | None = None
+    compared: int = 0
+    worse: list[tuple[int, float, float]] = field(default_factory=list)  # (post, baseline score, new score)
+    better: int = 0
+    only_baseline: list[int] = field(default_factory=list)
+    only_new: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # why it regressed; empty when it did not
+    missing: bool = False  # in the baseline, not selected in this run: reported, not a regression
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline_mean is None or self.new_mean is None:
+            return None
+        return self.new_mean - self.baseline_mean
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.problems)
+
+
+def check_same_dataset(baseline: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    old_hash, new_hash = baseline["dataset"]["content_sha256"], new["dataset"]["content_sha256"]
+    if old_hash != new_hash:
+        raise ResultsError(
+            f"the baseline was made on another dataset ({baseline['dataset']['path']}, "
+            f"{baseline['dataset']['posts']} posts, content {old_hash[:12]}) than this run "
+            f"({new['dataset']['path']}, {new['dataset']['posts']} posts, content {new_hash[:12]}): "
+            "scores on different ground truth cannot be compared"
+        )
+
+
+def _scores(tagger: Mapping[str, Any]) -> dict[int, float]:
+    return {int(post): entry["score"] for post, entry in tagger["posts"].items() if entry["status"] == "scored"}
+
+
+def compare(
+    baseline: Mapping[str, Any],
+    new: Mapping[str, Any],
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_worse: float = DEFAULT_MAX_WORSE,
+) -> list[TaggerComparison]:
+    """One comparison per tagger of either run, in the new run's order, then taggers only the baseline had."""
+    check_same_dataset(baseline, new)
+    old_taggers, new_taggers = baseline["taggers"], new["taggers"]
+    rows = []
+    for label in [*new_taggers, *(label for label in old_taggers if label not in new_taggers)]:
+        row = TaggerComparison(label)
+        rows.append(row)
+        if label not in old_taggers:
+            continue  # new in this run: nothing to regress from
+        if label not in new_taggers:
+            row.missing = True
+            continue
+        old, now = _scores(old_taggers[label]), _scores(new_taggers[label])
+        shared = sorted(old.keys() & now.keys())
+        row.only_baseline, row.only_new = sorted(old.keys() - now.keys()), sorted(now.keys() - old.keys())
+        row.compared = len(shared)
+        if not shared:
+            row.problems.append("no post scored in both runs")
+            continue
+        row.baseline_mean = statistics.fmean(old[post] for post in shared)
+        row.new_mean = statistics.fmean(now[post] for post in shared)
+        row.worse = [(post, old[post], now[post]) for post in shared if now[post] < old[post]]
+        row.better = sum(now[post] > old[post] for post in shared)
+        if row.delta < -tolerance:
+            row.problems.append(f"mean score fell from {row.baseline_mean:.4f} to {row.new_mean:.4f} "
+                                f"({row.delta:+.4f}, tolerance {tolerance})")
+        if len(row.worse) > max_worse * len(shared):
+            row.problems.append(f"{len(row.worse)} of {len(shared)} posts scored lower "
+                                f"(more than {max_worse:.0%} allowed)")
+    return rows
+
+
+def failure_messages(rows: list[TaggerComparison]) -> list[str]:
+    """One paragraph per regressed tagger: what fell, by how much, and which posts got worse."""
+    messages = []
+    for row in rows:
+        if not row.regressed:
+            continue
+        lines = [f"{row.tagger} regressed: " + "; ".join(row.problems)]
+        if row.worse:
+            listed = ", ".join(f"post {post} {old:.3f} -> {new:.3f}"
+                               for post, old, new in sorted(row.worse, key=lambda w: w[2] - w[1])[:LISTED_POSTS])
+            more = f" and {len(row.worse) - LISTED_POSTS} more" if len(row.worse) > LISTED_POSTS else ""
+            lines.append(f"  worse: {listed}{more}")
+        messages.append("\n".join(lines))
+    return messages
+
+
+def format_comparison(rows: list[TaggerComparison]) -> list[str]:
+    """The per-tagger deltas as a table, then the posts only one run scored."""
+    header = ("tagger", "baseline", "new", "delta", "posts", "worse", "better", "verdict")
+    table = [header]
+    for row in rows:
+        def number(value: float | None, template: str = "{:.4f}") -> str:
+            return "-" if value is None else template.format(value)
+
+        if row.regressed:
+            verdict = "REGRESSED"
+        elif row.missing:
+            verdict = "not run"
+        else:
+            verdict = "new" if row.baseline_mean is None else "ok"
+        table.append((row.tagger, number(row.baseline_mean), number(row.new_mean), number(row.delta, "{:+.4f}"),
+                      str(row.compared), str(len(row.worse)), str(row.better), verdict))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                       for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    for row in rows:
+        for which, posts in (("only in the baseline", row.only_baseline), ("only in this run", row.only_new)):
+            if posts:
+                shown = ", ".join(map(str, posts[:LISTED_POSTS])) + (" ..." if len(posts) > LISTED_POSTS else "")
+                lines.append(f"{row.tagger}: {len(posts)} posts scored {which}: {shown}")
+    return lines

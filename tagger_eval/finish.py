@@ -1,0 +1,51 @@
+"""What happens when a run ends, independent of pytest: save its results, gate on a baseline, write a report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tagger_eval.compare import compare, failure_messages, format_comparison
+from tagger_eval.results import build_document, dataset_identity, save
+from tagger_eval.session import EvaluationSession, PostResult
+
+
+@dataclass
+class RunOutcome:
+    document: dict[str, Any]
+    lines: list[str] = field(default_factory=list)  # for the terminal, after the leaderboard
+    regressed: bool = False
+
+
+def finish_run(
+    session: EvaluationSession,
+    results: list[PostResult],
+    identities: Mapping[str, Mapping[str, Any]],
+    *,
+    results_path: Path | None,
+    baseline: Mapping[str, Any] | None,
+    tolerance: float,
+    max_worse: float,
+    report_dir: Path | None,
+    rootdir: Path | None,
+) -> RunOutcome:
+    document = build_document(results, identities, dataset_identity(session.dataset), session.scope, rootdir)
+    outcome = RunOutcome(document)
+    if results_path is not None:
+        save(document, results_path)
+        outcome.lines.append(f"results saved to {results_path}")
+    if baseline is not None:
+        rows = compare(baseline, document, tolerance, max_worse)
+        outcome.lines += ["", "compared with the baseline (mean scores over the posts both runs scored):",
+                          *format_comparison(rows)]
+        messages = failure_messages(rows)
+        outcome.regressed = bool(messages)
+        outcome.lines += ["", *messages] if messages else ["no regression against the baseline"]
+    if report_dir is not None:
+        from tagger_eval.report import write_report
+
+        written = write_report(document, report_dir)
+        outcome.lines.append(f"report written to {report_dir} ({len(written)} files)")
+    return outcome
