@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tagger_eval import demo, taggers
+from tagger_eval.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE
 from tagger_eval.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
 from tagger_eval.downloader import IMAGE_EXTENSIONS
 from tagger_eval.tags import RATING_LETTERS
@@ -90,6 +91,36 @@ def download(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_runs(args: argparse.Namespace) -> int:
+    """The per-tagger deltas of two results files; non-zero when a tagger regressed (the pytest gate's rule)."""
+    from tagger_eval.compare import compare, failure_messages, format_comparison
+    from tagger_eval.results import ResultsError, load
+
+    try:
+        rows = compare(load(args.old), load(args.new), args.tolerance, args.max_worse)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(format_comparison(rows)))
+    messages = failure_messages(rows)
+    if messages:
+        print("\n" + "\n".join(messages))
+    return 1 if messages else 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from tagger_eval.report import report_from_file
+    from tagger_eval.results import ResultsError
+
+    try:
+        written = report_from_file(args.results, args.out)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {args.out}: {', '.join(path.name for path in written)}")
+    return 0
+
+
 def make_demo(out: Path) -> int:
     db_path = demo.generate(out)
     print(f"wrote {db_path} and {out / 'images'} ({demo.POSTS} posts)")
@@ -122,6 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--with-tag-relations", action="store_true",
                      help="also store the tag aliases, implications and tag post counts of the tags seen")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")
+    versus = commands.add_parser("compare", help="compare two results files; exits 1 when a tagger regressed")
+    versus.add_argument("old", type=Path, help="the baseline results JSON")
+    versus.add_argument("new", type=Path, help="the results JSON to check")
+    versus.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="largest allowed fall of a mean score (default %(default)s)")
+    versus.add_argument("--max-worse", type=float, default=DEFAULT_MAX_WORSE,
+                        help="largest share of posts allowed to score lower (default %(default)s)")
+    charts = commands.add_parser("report", help="charts and an HTML page of a results file")
+    charts.add_argument("results", type=Path, help="a results JSON")
+    charts.add_argument("--out", type=Path, required=True, help="directory for the PNG charts and index.html")
     make = commands.add_parser("make-demo", help="regenerate the synthetic demo dataset (byte-identical)")
     make.add_argument("--out", type=Path, default=demo.DEFAULT_DIR, help="target directory (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -131,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fetch(args.names)
     if args.command == "download":
         return download(args)
+    if args.command == "compare":
+        return compare_runs(args)
+    if args.command == "report":
+        return report(args)
     return make_demo(args.out)
 
 
