@@ -174,5 +174,7 @@ class ResultCollector:
         for line in summary_lines(self.results, str(self.session.dataset_path), self.session.scope,
                                   self.session.unavailable):
             terminalreporter.write_line(line)
-        for line in self.outcome.lines if self.outcome else []:
-            terminalreporter.write_line(line, red=self.outcome.regressed and "regressed" in line)
+        if self.outcome and self.outcome.lines:
+            terminalreporter.write_line("")
+            for line in self.outcome.lines:
+                terminalreporter.write_line(line, red=self.outcome.regressed and "regressed" in line)

@@ -110,9 +110,14 @@ def _cell(summary: TaggerSummary, attribute: str, template: str) -> str:
     return template.format(value * 1000 if attribute == "mean_runtime_s" else value)
 
 
+def table_cells(summary: TaggerSummary) -> list[str]:
+    """One leaderboard row as text, in COLUMNS order (the terminal table and the HTML report share it)."""
+    return [_cell(summary, attribute, template) for _, attribute, template in COLUMNS]
+
+
 def format_table(summaries: Iterable[TaggerSummary]) -> list[str]:
     rows = [[header for header, _, _ in COLUMNS]]
-    rows += [[_cell(summary, attribute, template) for _, attribute, template in COLUMNS] for summary in summaries]
+    rows += [table_cells(summary) for summary in summaries]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for index, row in enumerate(rows):

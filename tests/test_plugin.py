@@ -162,7 +162,10 @@ def test_explicit_paths_run_beside_the_evaluation(pytester: pytest.Pytester) -> 
     result.assert_outcomes(passed=97)
 
 
-def test_inference_runs_once_per_post_and_is_benchmarked_per_tagger(pytester: pytest.Pytester, demo_subset) -> None:
+def test_inference_runs_once_per_post_and_is_benchmarked_per_tagger(pytester: pytest.Pytester, demo_subset,
+                                                                     monkeypatch) -> None:
+    # pytest-benchmark turns itself off inside an xdist worker, which this suite may itself run in.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     db_path = demo_subset(posts=5)
     calls = pytester.path / "calls.txt"
     pytester.makeconftest(f"""

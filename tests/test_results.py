@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -263,7 +262,9 @@ def test_an_xdist_run_gives_the_serial_results(pytester: pytest.Pytester) -> Non
     assert len(board(first)) == 4 and board(first) == board(second)
 
 
-def test_benchmark_compare_fail_catches_a_slower_tagger(pytester: pytest.Pytester, demo_subset) -> None:
+def test_benchmark_compare_fail_catches_a_slower_tagger(pytester: pytest.Pytester, demo_subset, monkeypatch) -> None:
+    # pytest-benchmark turns itself off inside an xdist worker, which this suite may itself run in.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     db_path = demo_subset(posts=4)
     pytester.makeconftest("""
         import os, time
@@ -281,13 +282,25 @@ def test_benchmark_compare_fail_catches_a_slower_tagger(pytester: pytest.Pyteste
     """)
     storage = pytester.path / "benchmarks"
     common = ["--tagger=sleepy", f"--dataset={db_path}", f"--benchmark-storage={storage}", "--no-tagger-results"]
-    os.environ["SLEEP_S"] = "0.01"
-    try:
-        saved = pytester.runpytest_subprocess(*common, "--benchmark-autosave")
-        assert saved.ret == pytest.ExitCode.OK
-        os.environ["SLEEP_S"] = "0.05"
-        slower = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=mean:10%")
-    finally:
-        del os.environ["SLEEP_S"]
+    monkeypatch.setenv("SLEEP_S", "0.01")
+    saved = pytester.runpytest_subprocess(*common, "--benchmark-autosave")
+    assert saved.ret == pytest.ExitCode.OK
+    monkeypatch.setenv("SLEEP_S", "0.05")
+    slower = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=mean:10%")
     assert slower.ret != pytest.ExitCode.OK
     slower.stderr.fnmatch_lines(["*test_post_score[[]sleepy-post1[]]*Field 'mean' has failed PercentageRegression*"])
+
+
+def test_the_run_and_the_command_write_the_same_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    results = pytester.path / "run.json"
+    result = run(pytester, "--tagger=all", f"--tagger-results={results}", f"--tagger-report={tmp_path / 'during'}")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"report written to {tmp_path / 'during'} (5 files)"])
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "after")]) == 0
+    names = ["error-rates.png", "index.html", "score-vs-runtime.png", "scores-nonnegative.png", "scores.png"]
+    for directory in ("during", "after"):
+        assert sorted(path.name for path in (tmp_path / directory).iterdir()) == names
+    for name in names:
+        assert (tmp_path / "during" / name).read_bytes() == (tmp_path / "after" / name).read_bytes(), name
+    assert (tmp_path / "during" / "scores.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "demo-histogram" in (tmp_path / "during" / "index.html").read_text()
