@@ -180,6 +180,35 @@ class Dataset:
             return {}
         return {normalise_tag(old): normalise_tag(new) for old, new in rows}
 
+    def tag_implications(self) -> dict[str, frozenset[str]]:
+        """Each tag's active implications followed transitively (`very_long_hair` -> `long_hair` -> ...)."""
+        try:
+            rows = self._db.execute(
+                "SELECT antecedent_name, consequent_name FROM tag_implications WHERE status = 'active'"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        direct: dict[str, set[str]] = {}
+        for antecedent, consequent in rows:
+            direct.setdefault(normalise_tag(antecedent), set()).add(normalise_tag(consequent))
+        closed: dict[str, frozenset[str]] = {}
+        for tag in direct:
+            seen: set[str] = set()
+            frontier = set(direct[tag])
+            while frontier:
+                seen |= frontier
+                frontier = {implied for name in frontier for implied in direct.get(name, ())} - seen - {tag}
+            closed[tag] = frozenset(seen)
+        return closed
+
+    def tag_categories(self) -> dict[str, int]:
+        """Categories from the `tags` table (tags an implication adds to a post need one)."""
+        try:
+            rows = self._db.execute("SELECT name, category FROM tags").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {normalise_tag(name): category for name, category in rows}
+
     def get(self, post_id: int) -> Post:
         row = self._db.execute("SELECT * FROM posts WHERE id = ?", (post_id,)).fetchone()
         if row is None:

@@ -15,7 +15,7 @@ from tagger_eval.finish import RunOutcome, finish_run
 from tagger_eval.results import AUTOSAVE_DIR, ResultsError, autosave_path, dataset_identity
 from tagger_eval.results import load as load_results
 from tagger_eval.scope import ALL, SCOPES
-from tagger_eval.session import EvaluationSession, PostResult, TaggerRun
+from tagger_eval.session import METRICS_CHOICES, METRICS_OFF, EvaluationSession, PostResult, TaggerRun
 from tagger_eval.summary import summary_lines
 from tagger_eval.taggers import EXECUTION_PROVIDERS, TaggerOptions, TaggerSpec
 
@@ -38,7 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--character-threshold", action="append", default=[], metavar="[NAME=]FLOAT",
                     help="threshold for character tags (default: per tagger, e.g. 0.85 for WD14); repeatable")
     group.addoption("--tag-scope", default=ALL, choices=SCOPES,
-                    help="which truth tags count (default: all, every Danbooru tag)")
+                    help="which truth tags count (default: all, every Danbooru tag; shared: the tags every "
+                         "selected tagger can output)")
+    group.addoption("--expand-implications", action="store_true",
+                    help="add to each post's truth what its tags imply (needs the dataset's tag_implications)")
+    group.addoption("--tagger-metrics", default=METRICS_OFF, choices=METRICS_CHOICES,
+                    help="full: also P=R threshold, F1, F2, MCC, average precision per category, the best "
+                         "threshold for the score, and the tag-distance soft score")
     group.addoption("--execution-provider", default="auto", choices=EXECUTION_PROVIDERS,
                     help="onnxruntime provider for ONNX taggers (default: auto, the fastest installed)")
     group.addoption("--tagger-threads", type=int, default=None, metavar="N",
@@ -69,6 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
             floor_options=config.option.score_floor,
             scope=config.option.tag_scope,
             character_threshold_options=config.option.character_threshold,
+            expand_implications=config.option.expand_implications,
+            metrics=config.option.tagger_metrics,
             tagger_options=TaggerOptions(
                 execution_provider=config.option.execution_provider,
                 threads=config.option.tagger_threads,

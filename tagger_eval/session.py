@@ -8,13 +8,13 @@ from __future__ import annotations
 import time
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tagger_eval import demo
 from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable
-from tagger_eval.scope import ALL, SCOPES, scoped_tags
+from tagger_eval.scope import ALL, SCOPES, SHARED, scoped_tags
 from tagger_eval.scoring import PostScore, score_post
 from tagger_eval.taggers import (
     Sample,
@@ -27,9 +27,12 @@ from tagger_eval.taggers import (
     select_tags,
 )
 from tagger_eval.taggers.base import resolve_rating_aliases
-from tagger_eval.tags import RATING, normalise_tag, rating_tag
+from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, normalise_tag, rating_tag
 
 DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
+METRICS_OFF, METRICS_FULL = "off", "full"
+METRICS_CHOICES = (METRICS_OFF, METRICS_FULL)
+PROBABILITY_FLOOR = 0.01  # probabilities kept per post for the run's metrics; lower ones count as 0
 T = TypeVar("T")
 
 
@@ -69,6 +72,10 @@ class PostResult:
     missed_tags: list[str] = field(default_factory=list)
     wrong_tags: list[str] = field(default_factory=list)
     reason: str | None = None
+    # Kept only for the run's metrics (`--tagger-metrics`): the in-scope truth, and every in-scope probability at
+    # or above the storage floor, after normalisation and aliases.
+    truth_tags: list[str] | None = None
+    probabilities: dict[str, float] | None = None
 
     @property
     def score(self) -> float:
@@ -101,24 +108,30 @@ class TaggerSettings:
     score_floor: float
     scope: str
     character_threshold: float | None = None
+    keep_probabilities_above: float | None = None  # the storage floor when the run computes metrics
 
+
+@dataclass(frozen=True)
+class TruthOptions:
+    """What the run does to the dataset's truth before scoring, the same for every tagger."""
+
+    implications: Mapping[str, frozenset[str]] = field(default_factory=dict)  # expand: tag -> all it implies
+    categories: Mapping[str, int] = field(default_factory=dict)  # categories of tags implications add
+    shared_vocabulary: frozenset[str] | None = None  # `--tag-scope=shared`
 
 class TaggerRun:
     """A loaded tagger with its settings; scores posts one at a time."""
 
-    def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None,
+                 truth_options: TruthOptions | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
         self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
-        vocabulary = tagger.vocabulary()
-        self.vocabulary: dict[str, int] | None = None
-        if vocabulary is not None:
-            # In today's names, and with the ratings a coarse rating stands for, so `vocabulary` scope keeps them.
-            names = ((normalise_tag(tag), category) for tag, category in vocabulary.items())
-            self.vocabulary = {self.tag_aliases.get(tag, tag): category for tag, category in names}
-            for targets in tagger.rating_aliases.values():
-                self.vocabulary.update(dict.fromkeys(targets, RATING))
+        self.truth_options = truth_options or TruthOptions()
+        self.vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
+        shared = self.truth_options.shared_vocabulary
+        self.scope_vocabulary = shared if settings.scope == SHARED and shared is not None else self.vocabulary
 
     @property
     def label(self) -> str:
@@ -132,7 +145,8 @@ class TaggerRun:
     ) -> PostResult:
         """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
         post = dataset.get(post_id)
-        truth = scoped_tags(post.tags, post.tags, self.settings.scope, self.vocabulary)
+        post_tags = self._expanded(post.tags)
+        truth = scoped_tags(post_tags, post_tags, self.settings.scope, self.scope_vocabulary)
         if not truth:
             raise PostSkipped(f"post {post_id} has no truth tags in tag scope {self.settings.scope!r}")
         try:
@@ -153,8 +167,8 @@ class TaggerRun:
                                self.vocabulary)
         selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
         # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
-        categories = ChainMap(post.tags, self.vocabulary or {})
-        predicted = scoped_tags(selected, categories, self.settings.scope, self.vocabulary)
+        categories = ChainMap(post_tags, self.vocabulary or {})
+        predicted = scoped_tags(selected, categories, self.settings.scope, self.scope_vocabulary)
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
             **self._identity(post_id),
@@ -163,7 +177,26 @@ class TaggerRun:
             counts=post_score.to_dict(),
             missed_tags=sorted(truth - predicted),
             wrong_tags=sorted(predicted - truth),
+            **self._kept_probabilities(probabilities, truth, categories),
         )
+
+    def _expanded(self, tags: Mapping[str, int]) -> Mapping[str, int]:
+        """The post's tags plus everything they imply, when the run expands implications."""
+        implications = self.truth_options.implications
+        implied = {extra for tag in tags for extra in implications.get(tag, ())} - tags.keys()
+        if not implied:
+            return tags
+        known = self.truth_options.categories
+        return {**{tag: known.get(tag, GENERAL) for tag in implied}, **tags}
+
+    def _kept_probabilities(self, probabilities: Mapping[str, float], truth: set[str],
+                            categories: Mapping[str, int]) -> dict[str, Any]:
+        floor = self.settings.keep_probabilities_above
+        if floor is None:
+            return {}
+        kept = {tag: p for tag, p in probabilities.items() if p >= floor}
+        in_scope = scoped_tags(kept, categories, self.settings.scope, self.scope_vocabulary)
+        return {"truth_tags": sorted(truth), "probabilities": {tag: kept[tag] for tag in sorted(in_scope)}}
 
     def unscored(self, post_id: int, status: str, reason: str) -> PostResult:
         """The record of a skipped or failed post, so the summary can count it."""
@@ -183,6 +216,19 @@ class TaggerRun:
         self.tagger.close()
 
 
+def aligned_vocabulary(tagger: Tagger, tag_aliases: Mapping[str, str]) -> dict[str, int] | None:
+    """The tagger's vocabulary in today's names, with the ratings a coarse rating stands for (so `vocabulary`
+    scope keeps them); None for an open vocabulary."""
+    vocabulary = tagger.vocabulary()
+    if vocabulary is None:
+        return None
+    names = ((normalise_tag(tag), category) for tag, category in vocabulary.items())
+    aligned = {tag_aliases.get(tag, tag): category for tag, category in names}
+    for targets in tagger.rating_aliases.values():
+        aligned.update(dict.fromkeys(targets, RATING))
+    return aligned
+
+
 class EvaluationSession:
     """What `pytest --tagger=...` evaluates: the dataset, the selected taggers and their settings."""
 
@@ -195,8 +241,14 @@ class EvaluationSession:
         scope: str = ALL,
         character_threshold_options: Iterable[str] = (),
         tagger_options: TaggerOptions | None = None,
+        expand_implications: bool = False,
+        metrics: str = METRICS_OFF,
     ) -> None:
         self.specs, self.unavailable = parse_specs(tagger_option)
+        if metrics not in METRICS_CHOICES:
+            raise ValueError(f"--tagger-metrics: expected one of {', '.join(METRICS_CHOICES)}, got {metrics!r}")
+        self.metrics = metrics
+        self.expand_implications = expand_implications
         if scope not in SCOPES:
             raise ValueError(f"--tag-scope: unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
         self.scope = scope
@@ -230,6 +282,9 @@ class EvaluationSession:
             )
         self.dataset = Dataset(self.dataset_path)
         self.tag_aliases = self.dataset.tag_aliases()
+        self._truth_options = TruthOptions(
+            self.dataset.tag_implications() if expand_implications else {}, self.dataset.tag_categories())
+        self._shared_read = False
 
     def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
         def pick(per_tagger: dict[str, float], default: float | None, fallback: float | None) -> float | None:
@@ -249,11 +304,32 @@ class EvaluationSession:
             character_threshold=pick(
                 self.character_thresholds, self.default_character_threshold, tagger.default_character_threshold
             ),
+            keep_probabilities_above=PROBABILITY_FLOOR if self.metrics != METRICS_OFF else None,
         )
+
+    def truth_options(self) -> TruthOptions:
+        """`shared` scope completes them on first use: it reads every selected tagger's vocabulary once."""
+        if self.scope == SHARED and not self._shared_read:
+            self._truth_options = replace(self._truth_options, shared_vocabulary=self._shared_vocabulary())
+            self._shared_read = True
+        return self._truth_options
+
+    def _shared_vocabulary(self) -> frozenset[str] | None:
+        """The tags every selected tagger can output (open vocabularies restrict nothing), ratings always kept."""
+        shared: frozenset[str] | None = None
+        for spec in self.specs:
+            tagger = create(spec, self.tagger_options)
+            try:
+                vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
+            finally:
+                tagger.close()
+            if vocabulary is not None:
+                shared = frozenset(vocabulary) if shared is None else shared & vocabulary.keys()
+        return None if shared is None else shared | RATING_TAGS
 
     def load(self, spec: TaggerSpec) -> TaggerRun:
         tagger = create(spec, self.tagger_options)
-        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases)
+        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options())
 
     def close(self) -> None:
         self.dataset.close()

@@ -23,8 +23,14 @@ CATEGORIES = {
 TAGS = {*CATEGORIES, "unknown_tag"}
 
 
-def test_scopes_are_the_four_documented_ones():
-    assert set(SCOPES) == {"all", "general", "general+character", "vocabulary"}
+def test_scopes_are_the_five_documented_ones():
+    assert set(SCOPES) == {"all", "general", "general+character", "vocabulary", "shared"}
+
+
+def test_shared_scope_keeps_the_shared_vocabulary():
+    shared = frozenset({"long_hair", "rating:general"})
+    kept = scoped_tags({"long_hair", "smile", "rating:general"}, {}, "shared", shared)
+    assert kept == {"long_hair", "rating:general"}
 
 
 def test_all_scope_keeps_everything():
