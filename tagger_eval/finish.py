@@ -9,7 +9,7 @@ from typing import Any
 
 from tagger_eval.compare import compare, failure_messages, format_comparison
 from tagger_eval.results import build_document, dataset_identity, save
-from tagger_eval.session import EvaluationSession, PostResult
+from tagger_eval.session import METRICS_FULL, EvaluationSession, PostResult
 
 
 @dataclass
@@ -32,7 +32,17 @@ def finish_run(
     rootdir: Path | None,
 ) -> RunOutcome:
     document = build_document(results, identities, dataset_identity(session.dataset), session.scope, rootdir)
+    document["settings"].update(expand_implications=session.expand_implications, metrics=session.metrics)
     outcome = RunOutcome(document)
+    if session.metrics == METRICS_FULL:
+        from tagger_eval.run_metrics import compute, metrics_table
+
+        computed = compute(results, session.dataset)
+        for label, metrics in computed.items():
+            document["taggers"][label]["metrics"] = metrics
+        means = {label: tagger["summary"]["mean_score"] for label, tagger in document["taggers"].items()}
+        outcome.lines += ["tagger metrics (P=R: the threshold where precision equals recall, micro over all tags "
+                          "or macro per tag; AP: average precision)", *metrics_table(computed, means), ""]
     if results_path is not None:
         save(document, results_path)
         outcome.lines.append(f"results saved to {results_path}")

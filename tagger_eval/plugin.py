@@ -180,7 +180,7 @@ class ResultCollector:
             return
         terminalreporter.write_sep("=", "tagger-eval summary")
         for line in summary_lines(self.results, str(self.session.dataset_path), self.session.scope,
-                                  self.session.unavailable):
+                                  self.session.unavailable, self.session.expand_implications):
             terminalreporter.write_line(line)
         if self.outcome and self.outcome.lines:
             terminalreporter.write_line("")

@@ -35,6 +35,8 @@ SCHEMA_VERSION = 1
 AUTOSAVE_DIR = ".tagger-eval"
 # Per post, what the tagger-level entry already says.
 _TAGGER_LEVEL = ("tagger", "post", "floor", "threshold", "character_threshold")
+# Per post, what only the run's metrics need (summarised under the tagger's "metrics").
+_METRICS_INPUT = ("truth_tags", "probabilities", "categories")
 
 
 class ResultsError(Exception):
@@ -86,7 +88,7 @@ def build_document(
 
 
 def _post_entry(result: PostResult) -> dict[str, Any]:
-    entry = {key: value for key, value in result.to_dict().items() if key not in _TAGGER_LEVEL}
+    entry = {key: value for key, value in result.to_dict().items() if key not in _TAGGER_LEVEL + _METRICS_INPUT}
     counts = entry.pop("counts") or {}
     return {"status": entry.pop("status"), **counts, **entry}
 

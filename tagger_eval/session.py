@@ -27,7 +27,7 @@ from tagger_eval.taggers import (
     select_tags,
 )
 from tagger_eval.taggers.base import resolve_rating_aliases
-from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, normalise_tag, rating_tag
+from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, is_rating, normalise_tag, rating_tag
 
 DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
 METRICS_OFF, METRICS_FULL = "off", "full"
@@ -76,6 +76,7 @@ class PostResult:
     # or above the storage floor, after normalisation and aliases.
     truth_tags: list[str] | None = None
     probabilities: dict[str, float] | None = None
+    categories: dict[str, int] | None = None  # of the kept tags, for the per-category metrics
 
     @property
     def score(self) -> float:
@@ -195,8 +196,9 @@ class TaggerRun:
         if floor is None:
             return {}
         kept = {tag: p for tag, p in probabilities.items() if p >= floor}
-        in_scope = scoped_tags(kept, categories, self.settings.scope, self.scope_vocabulary)
-        return {"truth_tags": sorted(truth), "probabilities": {tag: kept[tag] for tag in sorted(in_scope)}}
+        in_scope = sorted(scoped_tags(kept, categories, self.settings.scope, self.scope_vocabulary) | truth)
+        return {"truth_tags": sorted(truth), "probabilities": {tag: kept[tag] for tag in in_scope if tag in kept},
+                "categories": {tag: RATING if is_rating(tag) else categories.get(tag, -1) for tag in in_scope}}
 
     def unscored(self, post_id: int, status: str, reason: str) -> PostResult:
         """The record of a skipped or failed post, so the summary can count it."""

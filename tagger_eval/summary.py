@@ -130,10 +130,12 @@ def format_table(summaries: Iterable[TaggerSummary]) -> list[str]:
 
 
 def summary_lines(
-    results: Iterable[PostResult], dataset: str, scope: str, unavailable: Mapping[str, str]
+    results: Iterable[PostResult], dataset: str, scope: str, unavailable: Mapping[str, str],
+    expand_implications: bool = False,
 ) -> list[str]:
     """The whole end-of-session report: context, the table, and the taggers `all` could not run."""
-    lines = [f"dataset: {dataset}", f"tag scope: {scope}"]
+    implications = "; truth expanded with tag implications" if expand_implications else ""
+    lines = [f"dataset: {dataset}", f"tag scope: {scope}{implications}"]
     summaries = summarise(results)
     lines += format_table(summaries) if summaries else ["no post was evaluated"]
     lines += [f"not run: {name}: {reason}" for name, reason in sorted(unavailable.items())]
