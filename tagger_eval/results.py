@@ -5,9 +5,9 @@ Schema (`schema_version` 1), documented in README.md ("Results of a run"):
     {"schema": "tagger-eval/results", "schema_version": 1, "created_at": ISO-8601, "tagger_eval_version": str,
      "machine": {...}, "commit": {...} or null,
      "dataset": {"path", "posts", "content_sha256", "metadata"},
-     "settings": {"tag_scope"},
+     "settings": {"tag_scope", "expand_implications", "metrics"},
      "taggers": {LABEL: {"identity": {...}, "threshold", "character_threshold", "score_floor",
-                         "summary": {TaggerSummary fields},
+                         "summary": {TaggerSummary fields}, "metrics": {...} (with --tagger-metrics=full),
                          "posts": {POST_ID: {"status", "score", counts..., "runtime_s", "missed_tags",
                                              "wrong_tags", "reason"}}}}}
 """

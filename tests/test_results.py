@@ -47,7 +47,7 @@ def test_a_run_autosaves_a_versioned_document(pytester: pytest.Pytester) -> None
     assert (document["schema"], document["schema_version"]) == (SCHEMA, SCHEMA_VERSION)
     assert document["dataset"]["posts"] == 96 and document["dataset"]["path"] == str(DEFAULT_DATASET)
     assert document["dataset"]["metadata"]["source"].startswith("synthetic")
-    assert document["settings"] == {"tag_scope": "all"}
+    assert document["settings"] == {"tag_scope": "all", "expand_implications": False, "metrics": "off"}
     assert list(document["taggers"]) == ["control", "demo-lowres"]
     lowres = document["taggers"]["demo-lowres"]
     assert lowres["identity"]["implementation"] == "tagger_eval.taggers.demo.LowResolutionTagger"
