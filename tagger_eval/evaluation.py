@@ -8,9 +8,16 @@ from tagger_eval.session import EvaluationSession, PostSkipped, TaggerRun
 
 
 def test_post_score(
-    tagger_eval_session: EvaluationSession, tagger_run: TaggerRun, post_id: int, benchmark, record_property
+    tagger_eval_session: EvaluationSession, tagger_run: TaggerRun, post_id: int, record_property,
+    request: pytest.FixtureRequest,
 ) -> None:
-    benchmark.group = tagger_run.label
+    def benchmarked(infer):
+        # Requested only by the test that runs the model: with batches, the tests served from a batch have no
+        # model call of their own to time.
+        benchmark = request.getfixturevalue("benchmark")
+        benchmark.group = tagger_run.label
+        return benchmark.pedantic(infer, rounds=1, iterations=1, warmup_rounds=0)
+
     if not tagger_run.identity_reported:  # once per loaded tagger, so the controller can name the model
         record_property("tagger_eval_identity", {tagger_run.label: tagger_run.tagger.identity()})
         tagger_run.identity_reported = True
@@ -18,7 +25,7 @@ def test_post_score(
         result = tagger_run.evaluate(
             tagger_eval_session.dataset,
             post_id,
-            run_inference=lambda infer: benchmark.pedantic(infer, rounds=1, iterations=1, warmup_rounds=0),
+            run_inference=benchmarked,
         )
     except PostSkipped as skip:
         record_property("tagger_eval", tagger_run.unscored(post_id, "skipped", str(skip)).to_dict())

@@ -47,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "threshold for the score, and the tag-distance soft score")
     group.addoption("--execution-provider", default="auto", choices=EXECUTION_PROVIDERS,
                     help="onnxruntime provider for ONNX taggers (default: auto, the fastest installed)")
+    group.addoption("--tagger-batch-size", type=int, default=1, metavar="N",
+                    help="images per model call; the next batch decodes while the model runs (default: 1)")
     group.addoption("--tagger-threads", type=int, default=None, metavar="N",
                     help="intra-op threads for in-process models (default: one per core)")
     group.addoption("--http-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -77,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
             character_threshold_options=config.option.character_threshold,
             expand_implications=config.option.expand_implications,
             metrics=config.option.tagger_metrics,
+            batch_size=config.option.tagger_batch_size,
             tagger_options=TaggerOptions(
                 execution_provider=config.option.execution_provider,
                 threads=config.option.tagger_threads,
@@ -111,6 +114,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     tagger_params = [pytest.param(spec, marks=pytest.mark.xdist_group(spec.label), id=spec.label) for spec in specs]
     metafunc.parametrize("tagger_run", tagger_params, indirect=True, scope="session")
     metafunc.parametrize("post_id", post_ids, ids=[f"post{post_id}" for post_id in post_ids])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    evaluation_session = session.config.stash.get(SESSION_KEY, None)
+    if evaluation_session is not None:
+        evaluation_session.orders = test_order(session.items)
+
+
+def test_order(items: list[pytest.Item]) -> dict[str, list[int]]:
+    """Per tagger, the post ids of the selected evaluation tests, in the order they will run."""
+    orders: dict[str, list[int]] = {}
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "tagger_run" in params and "post_id" in params:
+            orders.setdefault(params["tagger_run"].label, []).append(params["post_id"])
+    return orders
 
 
 @pytest.fixture(scope="session")

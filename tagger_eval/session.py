@@ -5,20 +5,19 @@ The pytest plugin is a thin shell around this module; `EvaluationSession.evaluat
 
 from __future__ import annotations
 
-import time
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from tagger_eval import demo
-from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable
+from tagger_eval.batching import BatchPredictor
+from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable, Post
 from tagger_eval.scope import ALL, SCOPES, SHARED, scoped_tags
 from tagger_eval.scoring import PostScore, score_post
 from tagger_eval.taggers import (
-    Sample,
     Tagger,
     TaggerOptions,
     TaggerSpec,
@@ -125,9 +124,11 @@ class TaggerRun:
     """A loaded tagger with its settings; scores posts one at a time."""
 
     def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None,
-                 truth_options: TruthOptions | None = None) -> None:
+                 truth_options: TruthOptions | None = None, batch_size: int = 1,
+                 order: Sequence[int] = ()) -> None:
         self.settings = settings
         self.tagger = tagger
+        self.batches = BatchPredictor(tagger, batch_size, order)
         self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
         self.truth_options = truth_options or TruthOptions()
@@ -146,27 +147,16 @@ class TaggerRun:
         run_inference: Callable[[Callable[[], T]], T] = lambda infer: infer(),
     ) -> PostResult:
         """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
-        post = dataset.get(post_id)
-        post_tags = self._expanded(post.tags)
-        if post_tags is not post.tags:  # the control tagger returns the truth the run scores against
-            post = replace(post, tags=MappingProxyType(dict(post_tags)))
+        post = self._prepared(dataset.get(post_id))
+        post_tags = post.tags
         truth = scoped_tags(post_tags, post_tags, self.settings.scope, self.scope_vocabulary)
         if not truth:
             raise PostSkipped(f"post {post_id} has no truth tags in tag scope {self.settings.scope!r}")
         try:
-            image = Dataset.load_image(post)
+            output, runtime = self.batches.output(dataset, post, self._prepared, run_inference)
         except ImageUnavailable as error:
             raise PostSkipped(str(error)) from error
-
-        def infer() -> tuple[list[dict[str, float]], float]:
-            start = time.perf_counter()
-            output = self.tagger.predict([Sample(post, image)])
-            return output, time.perf_counter() - start
-
-        output, runtime = run_inference(infer)
-        if len(output) != 1:
-            raise RuntimeError(f"tagger {self.label} returned {len(output)} predictions for one image")
-        probabilities = normalise_prediction(output[0], self.tag_aliases)
+        probabilities = normalise_prediction(output, self.tag_aliases)
         selected = select_tags(probabilities, self.settings.threshold, self.settings.character_threshold,
                                self.vocabulary)
         selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
@@ -184,14 +174,15 @@ class TaggerRun:
             **self._kept_probabilities(probabilities, truth, categories),
         )
 
-    def _expanded(self, tags: Mapping[str, int]) -> Mapping[str, int]:
-        """The post's tags plus everything they imply, when the run expands implications."""
+    def _prepared(self, post: Post) -> Post:
+        """The post with everything its tags imply when the run expands implications (the control tagger then
+        returns the truth the run scores against)."""
         implications = self.truth_options.implications
-        implied = {extra for tag in tags for extra in implications.get(tag, ())} - tags.keys()
+        implied = {extra for tag in post.tags for extra in implications.get(tag, ())} - post.tags.keys()
         if not implied:
-            return tags
+            return post
         known = self.truth_options.categories
-        return {**{tag: known.get(tag, GENERAL) for tag in implied}, **tags}
+        return replace(post, tags=MappingProxyType({**{tag: known.get(tag, GENERAL) for tag in implied}, **post.tags}))
 
     def _kept_probabilities(self, probabilities: Mapping[str, float], truth: set[str],
                             categories: Mapping[str, int]) -> dict[str, Any]:
@@ -218,6 +209,7 @@ class TaggerRun:
         }
 
     def close(self) -> None:
+        self.batches.close()
         self.tagger.close()
 
 
@@ -248,7 +240,14 @@ class EvaluationSession:
         tagger_options: TaggerOptions | None = None,
         expand_implications: bool = False,
         metrics: str = METRICS_OFF,
+        batch_size: int = 1,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"--tagger-batch-size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        # Per tagger label, the post ids in the order their tests will run (set after collection): batches are
+        # made of the posts that come next.
+        self.orders: dict[str, list[int]] = {}
         self.specs, self.unavailable = parse_specs(tagger_option)
         if metrics not in METRICS_CHOICES:
             raise ValueError(f"--tagger-metrics: expected one of {', '.join(METRICS_CHOICES)}, got {metrics!r}")
@@ -334,7 +333,8 @@ class EvaluationSession:
 
     def load(self, spec: TaggerSpec) -> TaggerRun:
         tagger = create(spec, self.tagger_options)
-        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options())
+        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
+                         self.batch_size, self.orders.get(spec.label, ()))
 
     def close(self) -> None:
         self.dataset.close()
