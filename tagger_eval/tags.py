@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 # Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings.
 GENERAL = 0
@@ -36,6 +37,7 @@ _UNESCAPED_PARENTHESIS = re.compile(r"(?<!\\)[()]")
 _ESCAPED_PARENTHESIS = re.compile(r"\\([()])")
 
 
+@lru_cache(maxsize=1 << 17)  # a model outputs the same ~10,000 names for every image: normalise each once
 def normalise_tag(name: str) -> str:
     """One spelling per tag: `Long hair`, `long_hair` and webui's `hatsune miku \\(vocaloid\\)` all match Danbooru.
 

@@ -1,0 +1,179 @@
+"""How much the evaluation costs beyond the model's own inference: `python benchmarks/run.py`.
+
+For each compute-equivalent model (benchmarks/compute_models.py), on the same images of the bundled demo dataset:
+  (a) raw: onnxruntime alone, batched, on images decoded and preprocessed beforehand (nothing else is timed);
+  (b) eval: the whole `pytest --tagger=wd14-onnx:DIR` run in a subprocess (start-up, model load, decoding,
+      preprocessing, scoring, summary, results JSON included), batched with --tagger-batch-size;
+  (c) http: the seed's way, image by image through a local webui-API-shaped server running the same model.
+It prints images/s, `eval/raw = X.XX` and `http/raw = X.XX` per model, the peak memory of the evaluation, the peak
+memory of a 10x larger dataset, and the time to score and summarise 30,000 posts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from compute_models import ONNX_MODELS, ensure
+from PIL import Image
+
+from tagger_eval.dataset import Dataset
+from tagger_eval.session import DEFAULT_DATASET, PostResult
+from tagger_eval.summary import format_table, summarise
+from tagger_eval.taggers import TaggerOptions
+from tagger_eval.taggers.wd14 import WD14Tagger, prepare_image
+
+
+def dataset_of(posts: int, directory: Path) -> Path:
+    """The first `posts` demo posts (repeated under new ids past 96), images shared with the bundled demo."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db_path = directory / "data.db"
+    shutil.copyfile(DEFAULT_DATASET, db_path)
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT * FROM posts ORDER BY id").fetchall()
+        db.execute("DELETE FROM posts")
+        columns = len(rows[0])
+        for index in range(posts):
+            row = list(rows[index % len(rows)])
+            row[0] = index + 1
+            row[9] = str(DEFAULT_DATASET.parent / row[9])  # image_path: absolute, so no copies are needed
+            db.execute(f"INSERT INTO posts VALUES ({', '.join('?' * columns)})", row)
+    db.close()
+    return db_path
+
+
+def raw_seconds(model_dir: Path, db_path: Path, batch_size: int) -> float:
+    tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
+    with Dataset(db_path) as dataset:
+        batch = np.stack([prepare_image(Dataset.load_image(post), tagger.input_size) for post in dataset])
+    tagger.run(batch[:1])  # warm-up, as the evaluation's first batch pays it too
+    start = time.perf_counter()
+    for offset in range(0, len(batch), batch_size):
+        tagger.run(batch[offset : offset + batch_size])
+    return time.perf_counter() - start
+
+
+# A small launcher measures pytest's own peak memory: measured from this process, a forked child would still count
+# the pages it shares with this one (the benchmark holds a model) until it execs.
+LAUNCHER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print('peak-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+def pytest_run(arguments: list[str], workdir: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of one `pytest` subprocess."""
+    command = [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+               "--benchmark-disable", "--no-tagger-results", "--score-floor=-1000", *arguments]
+    start = time.perf_counter()
+    completed = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if completed.returncode != 0:
+        raise SystemExit(f"pytest failed:\n{completed.stdout[-3000:]}{completed.stderr[-2000:]}")
+    peak_kib = int(completed.stdout.rsplit("peak-kib", 1)[1])
+    return seconds, peak_kib / 1024
+
+
+class WebuiHandler(BaseHTTPRequestHandler):
+    """The stable-diffusion-webui tagger extension's two endpoints, answering with the original flat caption."""
+
+    tagger: WD14Tagger
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def reply(self, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.reply({"models": ["bench"]})
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        image = Image.open(io.BytesIO(base64.b64decode(request["image"])))
+        row = self.tagger.run(prepare_image(image, self.tagger.input_size)[None])[0]
+        caption = {name.removeprefix("rating:"): float(p) for name, p in zip(self.tagger.tag_names, row, strict=True)
+                   if name.startswith("rating:") or p >= request["threshold"]}
+        self.reply({"caption": caption})
+
+
+def http_seconds(model_dir: Path, db_path: Path, workdir: Path) -> float:
+    WebuiHandler.tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WebuiHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        seconds, _ = pytest_run([f"--tagger=webui:{url}#bench", f"--dataset={db_path}", "--http-timeout=600"],
+                                workdir)
+    finally:
+        server.shutdown()
+    return seconds
+
+
+def scoring_seconds(posts: int = 30_000) -> float:
+    """Aggregating and printing the leaderboard of `posts` results (the model-free end of a run)."""
+    rng = random.Random(0)
+    results = []
+    for post in range(posts):
+        truth, correct, wrong = rng.randint(10, 40), rng.randint(0, 10), rng.randint(0, 10)
+        counts = {"score": (correct - wrong) / truth, "correct": correct, "incorrect": wrong,
+                  "missed": truth - correct, "truth_size": truth, "predicted_size": correct + wrong,
+                  "rating_predicted": True, "rating_correct": rng.random() < 0.8,
+                  "practical_incorrect": wrong, "practical_predicted": correct + wrong - 1}
+        results.append(PostResult("bench", post, "scored", -1.0, 0.35, runtime_s=0.5, counts=counts))
+    start = time.perf_counter()
+    format_table(summarise(results))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(ONNX_MODELS))
+    parser.add_argument("--images", type=int, default=32, help="images per measurement (default 32)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-eval-bench-"))
+    db_path = dataset_of(args.images, workdir / "dataset")
+    print(f"{args.images} images, batch size {args.batch_size}, {os.cpu_count()} cores")
+    for name in args.models:
+        model_dir = ensure(name)
+        raw = raw_seconds(model_dir, db_path, args.batch_size)
+        evaluation, peak = pytest_run([f"--tagger=wd14-onnx:{model_dir}", f"--dataset={db_path}",
+                                       f"--tagger-batch-size={args.batch_size}"], workdir)
+        print(f"{name}: raw {args.images / raw:.2f} images/s, eval {args.images / evaluation:.2f} images/s "
+              f"(peak {peak:.0f} MiB)")
+        print(f"{name}: eval/raw = {evaluation / raw:.2f}")
+        if not args.skip_http:
+            http = http_seconds(model_dir, db_path, workdir)
+            print(f"{name}: http {args.images / http:.2f} images/s")
+            print(f"{name}: http/raw = {http / raw:.2f}")
+    small, large = dataset_of(96, workdir / "small"), dataset_of(960, workdir / "large")
+    _, small_peak = pytest_run(["--tagger=demo-pixel", f"--dataset={small}"], workdir)
+    _, large_peak = pytest_run(["--tagger=demo-pixel", f"--dataset={large}"], workdir)
+    print(f"peak memory, demo-pixel: 96 posts {small_peak:.0f} MiB, 960 posts {large_peak:.0f} MiB "
+          f"(ratio {large_peak / small_peak:.2f})")
+    print(f"scoring and summary of 30,000 posts: {scoring_seconds():.2f} s")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
