@@ -4,7 +4,9 @@ For each compute-equivalent model (benchmarks/compute_models.py), on the same im
   (a) raw: onnxruntime alone, batched, on images decoded and preprocessed beforehand (nothing else is timed);
   (b) eval: the whole `pytest --tagger=wd14-onnx:DIR` run in a subprocess (start-up, model load, decoding,
       preprocessing, scoring, summary, results JSON included), batched with --tagger-batch-size;
-  (c) http: the seed's way, image by image through a local webui-API-shaped server running the same model.
+  (c) http: the seed's way, image by image through a local webui-API-shaped server running the same model (WD
+      models only).
+The DeepDanbooru-sized ResNet-50 runs through tf-keras in (a) and (b).
 It prints images/s, `eval/raw = X.XX` and `http/raw = X.XX` per model, the peak memory of the evaluation, the peak
 memory of a 10x larger dataset, and the time to score and summarise 30,000 posts.
 """
@@ -28,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from compute_models import ONNX_MODELS, ensure
+from compute_models import KERAS_MODELS, ONNX_MODELS, ensure
 from PIL import Image
 
 from tagger_eval.dataset import Dataset
@@ -57,9 +59,17 @@ def dataset_of(posts: int, directory: Path) -> Path:
 
 
 def raw_seconds(model_dir: Path, db_path: Path, batch_size: int) -> float:
-    tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
-    with Dataset(db_path) as dataset:
-        batch = np.stack([prepare_image(Dataset.load_image(post), tagger.input_size) for post in dataset])
+    """The model call alone, batched, on inputs prepared beforehand."""
+    if model_dir.name in KERAS_MODELS:
+        from tagger_eval.taggers.deepdanbooru import DeepDanbooruTagger
+
+        tagger = DeepDanbooruTagger(model_dir, TaggerOptions(), batch_size=batch_size)
+        with Dataset(db_path) as dataset:
+            batch = tagger.preprocess([Dataset.load_image(post) for post in dataset])
+    else:
+        tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
+        with Dataset(db_path) as dataset:
+            batch = np.stack([prepare_image(Dataset.load_image(post), tagger.input_size) for post in dataset])
     tagger.run(batch[:1])  # warm-up, as the evaluation's first batch pays it too
     start = time.perf_counter()
     for offset in range(0, len(batch), batch_size):
@@ -146,7 +156,7 @@ def scoring_seconds(posts: int = 30_000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=list(ONNX_MODELS))
+    parser.add_argument("--models", nargs="*", default=[*ONNX_MODELS, *KERAS_MODELS])
     parser.add_argument("--images", type=int, default=32, help="images per measurement (default 32)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--skip-http", action="store_true")
@@ -157,12 +167,13 @@ def main() -> None:
     for name in args.models:
         model_dir = ensure(name)
         raw = raw_seconds(model_dir, db_path, args.batch_size)
-        evaluation, peak = pytest_run([f"--tagger=wd14-onnx:{model_dir}", f"--dataset={db_path}",
+        family = "deepdanbooru" if name in KERAS_MODELS else "wd14-onnx"
+        evaluation, peak = pytest_run([f"--tagger={family}:{model_dir}", f"--dataset={db_path}",
                                        f"--tagger-batch-size={args.batch_size}"], workdir)
         print(f"{name}: raw {args.images / raw:.2f} images/s, eval {args.images / evaluation:.2f} images/s "
               f"(peak {peak:.0f} MiB)")
         print(f"{name}: eval/raw = {evaluation / raw:.2f}")
-        if not args.skip_http:
+        if not args.skip_http and name in ONNX_MODELS:  # the webui serves WD models; hydrus-dd is not timed here
             http = http_seconds(model_dir, db_path, workdir)
             print(f"{name}: http {args.images / http:.2f} images/s")
             print(f"{name}: http/raw = {http / raw:.2f}")
