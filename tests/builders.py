@@ -135,3 +135,18 @@ def build_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Map
     for post_id, image in images.items():
         image.save(root / "images" / f"{post_id}.png")
     return db_path
+
+
+def comparable_results(document: dict) -> dict:
+    """A results document without what legitimately differs between two runs of the same evaluation: the time,
+    the machine, the commit and the runtimes."""
+    import copy
+
+    document = copy.deepcopy(document)
+    for key in ("created_at", "commit", "machine"):
+        document.pop(key)
+    for tagger in document["taggers"].values():
+        tagger["summary"].pop("mean_runtime_s")
+        for post in tagger["posts"].values():
+            post.pop("runtime_s")
+    return document

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
+from builders import comparable_results
 
 from tagger_eval.batching import BatchPredictor
 from tagger_eval.dataset import Dataset
@@ -33,17 +33,6 @@ COUNTING_CONFTEST = """
 """
 
 
-def comparable(document: dict) -> dict:
-    document = copy.deepcopy(document)
-    for key in ("created_at", "commit", "machine"):
-        document.pop(key)
-    for tagger in document["taggers"].values():
-        tagger["summary"].pop("mean_runtime_s")
-        for post in tagger["posts"].values():
-            post.pop("runtime_s")
-    return document
-
-
 def calls(log: Path) -> list[list[int]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
@@ -56,7 +45,7 @@ def test_batches_give_the_one_by_one_results(pytester: pytest.Pytester, wd14_v2_
               f"--score-floor=wd14-onnx:{wd14_v3_dir}=-50", "--tagger-metrics=full"]
     assert pytester.runpytest(*common, f"--tagger-results={one}").ret == pytest.ExitCode.OK
     assert pytester.runpytest(*common, f"--tagger-results={many}", "--tagger-batch-size=7").ret == 0
-    assert comparable(load(many)) == comparable(load(one))
+    assert comparable_results(load(many)) == comparable_results(load(one))
 
 
 def test_the_model_is_called_once_per_batch(pytester: pytest.Pytester, demo_subset, monkeypatch) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from builders import comparable_results
 
 from tagger_eval.cli import main as cli_main
 from tagger_eval.compare import compare, failure_messages, format_comparison
@@ -20,18 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestB
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("--benchmark-disable", "-p", "no:cacheprovider", *args)
-
-
-def without_runtimes(document: dict) -> dict:
-    """What two runs of the same taggers on the same data must agree on."""
-    document = copy.deepcopy(document)
-    for key in ("created_at", "commit", "machine"):
-        document.pop(key)
-    for tagger in document["taggers"].values():
-        tagger["summary"].pop("mean_runtime_s")
-        for post in tagger["posts"].values():
-            post.pop("runtime_s")
-    return document
 
 
 # --- the document -------------------------------------------------------------------------------------------------
@@ -253,7 +241,7 @@ def test_an_xdist_run_gives_the_serial_results(pytester: pytest.Pytester) -> Non
                                            "-n", "2", "--dist", "loadgroup")
     assert first.ret == second.ret == pytest.ExitCode.OK
     second.assert_outcomes(passed=4 * 96)
-    assert without_runtimes(load(parallel)) == without_runtimes(load(serial))
+    assert comparable_results(load(parallel)) == comparable_results(load(serial))
     # The controller printed the same leaderboard (ms/image aside).
     def board(result: pytest.RunResult) -> list[list[str]]:
         rows = [line.split() for line in result.outlines if line.startswith(("control ", "demo-"))]
