@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,12 @@ class ResultCollector:
         self.baseline = baseline
         self.results: list[PostResult] = []
         self.identities: dict[str, dict[str, Any]] = {}
+        self.load_errors: dict[str, tuple[int, str]] = {}  # label -> (tests errored in setup, the error)
         self.outcome: RunOutcome | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.failed:
+            self._record_setup_error(report)
         if report.when != "call":
             return
         for name, value in report.user_properties:
@@ -175,6 +179,16 @@ class ResultCollector:
                 self.results.append(PostResult.from_dict(value))
             elif name == IDENTITY_PROPERTY:
                 self.identities.update(value)
+
+    def _record_setup_error(self, report: pytest.TestReport) -> None:
+        """A tagger that fails to load errors every one of its tests in setup; the summary names it once."""
+        match = re.search(r"::test_post_score\[(.+)-post\d+\]$", report.nodeid)
+        if match:
+            label = match.group(1)
+            lines = [line for line in report.longreprtext.splitlines() if line.startswith("E ")]
+            reason = lines[-1][1:].strip() if lines else report.longreprtext.splitlines()[-1]
+            count, _ = self.load_errors.get(label, (0, reason))
+            self.load_errors[label] = (count + 1, reason)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = session.config
@@ -201,6 +215,8 @@ class ResultCollector:
         for line in summary_lines(self.results, str(self.session.dataset_path), self.session.scope,
                                   self.session.unavailable, self.session.expand_implications):
             terminalreporter.write_line(line)
+        for label, (count, reason) in sorted(self.load_errors.items()):
+            terminalreporter.write_line(f"could not load: {label} ({count} tests errored): {reason}", red=True)
         if self.outcome and self.outcome.lines:
             terminalreporter.write_line("")
             for line in self.outcome.lines:

@@ -391,3 +391,13 @@ def test_an_unavailable_execution_provider_fails_the_tagger_with_the_reason(pyte
                                 "--benchmark-disable")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*CUDAExecutionProvider is not available here*onnxruntime-gpu*"])
+
+
+def test_a_model_that_fails_to_load_is_named_in_the_summary(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    broken = build_wd14_model(tmp_path / "broken", dynamic_batch=True)
+    (broken / "model.onnx").write_bytes(b"truncated")
+    result = pytester.runpytest(f"--tagger=control,wd14-onnx:{broken}", "--benchmark-disable")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=96, errors=96)
+    result.stdout.fnmatch_lines([f"could not load: wd14-onnx:{broken} (96 tests errored): *ModelLoadError: *"
+                                 "is not a loadable ONNX model*"])
