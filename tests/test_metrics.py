@@ -25,6 +25,9 @@ from tagger_eval.metrics import (
 from tagger_eval.scoring import score
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
+# The references see degenerate cases on purpose (one label only, no positive): sklearn warns, the tests assert.
+pytestmark = pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+
 NAMES = ("precision", "recall", "f1", "f2", "mcc", "accuracy")
 assert metrics.SCORE_NAMES == NAMES
 UNSTORED = np.nan  # in the dense test matrices: a probability below the storage floor (counts as 0)
