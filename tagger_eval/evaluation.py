@@ -20,6 +20,8 @@ def test_post_score(
 
     if not tagger_run.identity_reported:  # once per loaded tagger, so the controller can name the model
         record_property("tagger_eval_identity", {tagger_run.label: tagger_run.tagger.identity()})
+        if tagger_run.settings.keep_probabilities_above is not None and (counts := tagger_run.tagger.tag_counts()):
+            record_property("tagger_eval_tag_counts", {tagger_run.label: dict(counts)})
         tagger_run.identity_reported = True
     try:
         result = tagger_run.evaluate(

@@ -24,6 +24,7 @@ def finish_run(
     results: list[PostResult],
     identities: Mapping[str, Mapping[str, Any]],
     *,
+    tag_counts: Mapping[str, Mapping[str, int]] | None = None,
     results_path: Path | None,
     baseline: Mapping[str, Any] | None,
     tolerance: float,
@@ -37,7 +38,7 @@ def finish_run(
     if session.metrics == METRICS_FULL:
         from tagger_eval.run_metrics import compute, metrics_table
 
-        computed = compute(results, session.dataset)
+        computed = compute(results, session.dataset, tag_counts or {}, session.tag_aliases)
         for label, metrics in computed.items():
             document["taggers"][label]["metrics"] = metrics
         means = {label: tagger["summary"]["mean_score"] for label, tagger in document["taggers"].items()}

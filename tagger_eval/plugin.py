@@ -23,6 +23,7 @@ from tagger_eval.taggers import EXECUTION_PROVIDERS, TaggerOptions, TaggerSpec
 SESSION_KEY = pytest.StashKey[EvaluationSession]()
 PROPERTY = "tagger_eval"
 IDENTITY_PROPERTY = "tagger_eval_identity"
+TAG_COUNTS_PROPERTY = "tagger_eval_tag_counts"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -166,6 +167,7 @@ class ResultCollector:
         self.baseline = baseline
         self.results: list[PostResult] = []
         self.identities: dict[str, dict[str, Any]] = {}
+        self.tag_counts: dict[str, dict[str, int]] = {}  # label -> the model's tag counts (for "rare" metrics)
         self.load_errors: dict[str, tuple[int, str]] = {}  # label -> (tests errored in setup, the error)
         self.outcome: RunOutcome | None = None
 
@@ -179,6 +181,8 @@ class ResultCollector:
                 self.results.append(PostResult.from_dict(value))
             elif name == IDENTITY_PROPERTY:
                 self.identities.update(value)
+            elif name == TAG_COUNTS_PROPERTY:
+                self.tag_counts.update(value)
 
     def _record_setup_error(self, report: pytest.TestReport) -> None:
         """A tagger that fails to load errors every one of its tests in setup; the summary names it once."""
@@ -200,7 +204,8 @@ class ResultCollector:
             results_path = (Path(option.tagger_results) if option.tagger_results
                             else autosave_path(config.rootpath / AUTOSAVE_DIR))
         self.outcome = finish_run(
-            self.session, self.results, self.identities, results_path=results_path, baseline=self.baseline,
+            self.session, self.results, self.identities, tag_counts=self.tag_counts, results_path=results_path,
+            baseline=self.baseline,
             tolerance=option.tagger_tolerance, max_worse=option.tagger_max_worse,
             report_dir=Path(option.tagger_report) if option.tagger_report else None, rootdir=config.rootpath,
         )

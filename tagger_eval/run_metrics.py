@@ -17,11 +17,27 @@ from tagger_eval.dataset import Dataset
 from tagger_eval.metrics import PredictionSet, tagger_metrics
 from tagger_eval.session import PostResult
 from tagger_eval.tag_distance import TagSimilarity, soft_scores
+from tagger_eval.tags import normalise_tag
 
 CATEGORY_ORDER = ("all", "general", "character", "rating", "rare")
 
 
-def prediction_set(results: list[PostResult]) -> tuple[PredictionSet, np.ndarray]:
+def frequency_ranks(tags: tuple[str, ...], counts: Mapping[str, int] | None,
+                    aliases: Mapping[str, str]) -> np.ndarray | None:
+    """Each tag's rank in the model's tag list by count (0 = most frequent); tags the list lacks rank last."""
+    if not counts:
+        return None
+    merged: dict[str, int] = {}
+    for name, count in counts.items():
+        tag = normalise_tag(name)
+        tag = aliases.get(tag, tag)
+        merged[tag] = max(count, merged.get(tag, 0))
+    ranked = {tag: rank for rank, tag in enumerate(sorted(merged, key=lambda tag: (-merged[tag], tag)))}
+    return np.array([ranked.get(tag, len(ranked)) for tag in tags], dtype=np.int64)
+
+
+def prediction_set(results: list[PostResult], counts: Mapping[str, int] | None = None,
+                   aliases: Mapping[str, str] | None = None) -> tuple[PredictionSet, np.ndarray]:
     """The sparse predictions and truth of one tagger's scored posts, and each post's truth size."""
     tags: dict[str, int] = {}
     categories: dict[str, int] = {}
@@ -47,11 +63,14 @@ def prediction_set(results: list[PostResult]) -> tuple[PredictionSet, np.ndarray
         pred_prob=np.array(pred_prob, dtype=np.float32),
         true_post=np.array(true_post, dtype=as_int),
         true_tag=np.array(true_tag, dtype=as_int),
+        frequency_rank=frequency_ranks(names, counts, aliases or {}),
     ), np.array(sizes, dtype=np.float64)
 
 
-def compute(results: Iterable[PostResult], dataset: Dataset) -> dict[str, dict[str, Any]]:
-    """Per tagger: the threshold metrics (`metrics.tagger_metrics`) and the mean soft score."""
+def compute(results: Iterable[PostResult], dataset: Dataset, tag_counts: Mapping[str, Mapping[str, int]] | None = None,
+            aliases: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per tagger: the threshold metrics (`metrics.tagger_metrics`) and the mean soft score. "rare" tags are those
+    outside the 1,000 most frequent of the model's tag list when the tagger gives counts, else of the run's truth."""
     by_tagger: dict[str, list[PostResult]] = {}
     for result in results:
         if result.status == "scored" and result.truth_tags is not None:
@@ -60,7 +79,7 @@ def compute(results: Iterable[PostResult], dataset: Dataset) -> dict[str, dict[s
     computed = {}
     for label, group in sorted(by_tagger.items()):
         group.sort(key=lambda result: result.post)
-        predictions, sizes = prediction_set(group)
+        predictions, sizes = prediction_set(group, (tag_counts or {}).get(label), aliases)
         threshold = group[0].threshold if group[0].threshold is not None else 0.5
         soft = soft_scores(group, similarity)
         computed[label] = {**tagger_metrics(predictions, sizes, threshold),

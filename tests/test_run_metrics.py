@@ -181,3 +181,44 @@ def test_implications_expand_the_truth(pytester: pytest.Pytester, demo_subset) -
             entry = document["taggers"]["demo-pixel"]["posts"][str(post.id)]
             assert entry["truth_size"] == len(post.truth | implied)
             assert implied <= set(entry["missed_tags"])  # demo-pixel never outputs these names
+
+
+def test_rare_tags_follow_the_model_tag_list_counts() -> None:
+    from tagger_eval.run_metrics import frequency_ranks
+
+    tags = ("long_hair", "smile", "rating:general", "hatsune_miku_(vocaloid)", "unknown_tag")
+    counts = {"Long Hair": 500, "smile": 900, "rating:general": 0, "hatsune miku \\(vocaloid\\)": 50,
+              "old_smile": 950}
+    ranks = frequency_ranks(tags, counts, aliases={"old_smile": "smile"})
+    # smile (950 through its alias) > long_hair (500) > hatsune_miku (50) > rating:general (0); unknown last.
+    assert ranks.tolist() == [1, 0, 3, 2, 4]
+    assert frequency_ranks(tags, None, {}) is None
+
+
+def test_wd_models_report_their_tag_counts(wd14_v3_dir: Path) -> None:
+    from tagger_eval.taggers import TaggerOptions
+    from tagger_eval.taggers.wd14 import WD14Tagger
+
+    tagger = WD14Tagger.from_directory(wd14_v3_dir, TaggerOptions())
+    assert tagger.tag_counts() == {name: 1000 - index for index, name in enumerate(tagger.tag_names)}
+
+
+def test_a_metrics_run_ranks_rare_tags_by_the_model_counts(pytester: pytest.Pytester, wd14_v3_dir: Path) -> None:
+    from tagger_eval import plugin
+
+    captured: dict = {}
+    original = plugin.finish_run
+
+    def spy(*args, **kwargs):
+        captured.update(kwargs.get("tag_counts") or {})
+        return original(*args, **kwargs)
+
+    plugin.finish_run = spy
+    try:
+        result = pytester.runpytest(f"--tagger=wd14-onnx:{wd14_v3_dir},demo-pixel", "--tagger-metrics=full",
+                                    "--score-floor=-50", "--benchmark-disable", "--no-tagger-results")
+    finally:
+        plugin.finish_run = original
+    assert result.ret == pytest.ExitCode.OK
+    assert list(captured) == [f"wd14-onnx:{wd14_v3_dir}"]  # demo taggers have no counts
+    assert captured[f"wd14-onnx:{wd14_v3_dir}"]["red_theme"] == 996

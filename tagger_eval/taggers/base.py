@@ -54,6 +54,11 @@ class Tagger(ABC):
         """Tag -> category for every tag the tagger can output; None for an open vocabulary."""
         return None
 
+    def tag_counts(self) -> Mapping[str, int] | None:
+        """How often each output tag occurs in the model's training data (its tag list's counts), if known: the
+        run's metrics call tags outside the most frequent ones "rare", as the model authors' tables do."""
+        return None
+
     def identity(self) -> dict[str, str]:
         """What makes results comparable: model file hashes, revision, server and model name (builtins only)."""
         from tagger_eval import __version__

@@ -153,6 +153,13 @@ class WD14Tagger(Tagger):
     def vocabulary(self) -> Mapping[str, int]:
         return self._vocabulary
 
+    def tag_counts(self) -> dict[str, int] | None:
+        with self.tags_path.open(newline="", encoding="utf-8") as file:
+            counts = [row.get("count", "") for row in csv.DictReader(file)]
+        if len(counts) != len(self.tag_names) or not all(count.isdigit() for count in counts):
+            return None
+        return {name: int(count) for name, count in zip(self.tag_names, counts, strict=True)}
+
     def identity(self) -> dict[str, str]:
         identity = {**super().identity(), "model_sha256": file_digest(self.model_path),
                     "tags_sha256": file_digest(self.tags_path)}
