@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -170,27 +171,26 @@ class Dataset:
             digest.update("\x1f".join(str(value) for value in row).encode() + b"\x1e")
         return digest.hexdigest()
 
+    def _optional_rows(self, query: str) -> list[tuple[Any, ...]]:
+        """Rows of a table that older or hand-made data.db files may lack (then none)."""
+        try:
+            return self._db.execute(query).fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+    def _active_relations(self, table: str) -> list[tuple[str, str]]:
+        return [(normalise_tag(old), normalise_tag(new)) for old, new in self._optional_rows(
+            f"SELECT antecedent_name, consequent_name FROM {table} WHERE status = 'active'")]
+
     def tag_aliases(self) -> dict[str, str]:
         """Active Danbooru aliases (old name -> today's), normalised; empty when the dataset has none."""
-        try:
-            rows = self._db.execute(
-                "SELECT antecedent_name, consequent_name FROM tag_aliases WHERE status = 'active'"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return {}
-        return {normalise_tag(old): normalise_tag(new) for old, new in rows}
+        return dict(self._active_relations("tag_aliases"))
 
     def tag_implications(self) -> dict[str, frozenset[str]]:
         """Each tag's active implications followed transitively (`very_long_hair` -> `long_hair` -> ...)."""
-        try:
-            rows = self._db.execute(
-                "SELECT antecedent_name, consequent_name FROM tag_implications WHERE status = 'active'"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return {}
         direct: dict[str, set[str]] = {}
-        for antecedent, consequent in rows:
-            direct.setdefault(normalise_tag(antecedent), set()).add(normalise_tag(consequent))
+        for antecedent, consequent in self._active_relations("tag_implications"):
+            direct.setdefault(antecedent, set()).add(consequent)
         closed: dict[str, frozenset[str]] = {}
         for tag in direct:
             seen: set[str] = set()
@@ -203,10 +203,7 @@ class Dataset:
 
     def tag_categories(self) -> dict[str, int]:
         """Categories from the `tags` table (tags an implication adds to a post need one)."""
-        try:
-            rows = self._db.execute("SELECT name, category FROM tags").fetchall()
-        except sqlite3.OperationalError:
-            return {}
+        rows = self._optional_rows("SELECT name, category FROM tags")
         return {normalise_tag(name): category for name, category in rows}
 
     def get(self, post_id: int) -> Post:
