@@ -62,6 +62,8 @@ class BatchPredictor:
     def _run_batch(self, dataset: Dataset, post: Post, prepare: Callable[[Post], Post],
                    run_inference: Callable[[Callable[[], T]], T]) -> None:
         batch_ids = self._upcoming(post.id, self.batch_size)
+        if post.id not in self._images:  # the caller has already read and prepared this post
+            self._images[post.id] = (post, self._pool.submit(Dataset.load_image, post))
         self._decode(dataset, batch_ids, prepare)
         samples = []
         for post_id in batch_ids:
