@@ -140,6 +140,7 @@ class Dataset:
             self.close()
             raise DatasetError(f"{self.path}: table 'posts' lacks column(s) {', '.join(missing)}")
         self._db.row_factory = sqlite3.Row
+        self._content_hash: str | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -164,12 +165,14 @@ class Dataset:
 
     def content_hash(self) -> str:
         """sha256 of what the evaluation reads from every post (ids, md5s, ratings, tags): two files with the same
-        hash are the same ground truth, wherever they lie."""
-        digest = hashlib.sha256()
-        columns = ", ".join(("id", "md5", "rating", *TAG_COLUMNS))
-        for row in self._db.execute(f"SELECT {columns} FROM posts ORDER BY id"):
-            digest.update("\x1f".join(str(value) for value in row).encode() + b"\x1e")
-        return digest.hexdigest()
+        hash are the same ground truth, wherever they lie. Computed once: the file is opened read-only."""
+        if self._content_hash is None:
+            digest = hashlib.sha256()
+            columns = ", ".join(("id", "md5", "rating", *TAG_COLUMNS))
+            for row in self._db.execute(f"SELECT {columns} FROM posts ORDER BY id"):
+                digest.update("\x1f".join(str(value) for value in row).encode() + b"\x1e")
+            self._content_hash = digest.hexdigest()
+        return self._content_hash
 
     def _optional_rows(self, query: str) -> list[tuple[Any, ...]]:
         """Rows of a table that older or hand-made data.db files may lack (then none)."""
