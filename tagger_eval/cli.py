@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagger_eval import demo, taggers
-from tagger_eval.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE
-from tagger_eval.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
-from tagger_eval.downloader import IMAGE_EXTENSIONS
+from tagger_eval import taggers
+from tagger_eval.data import demo_dataset as demo
+from tagger_eval.reports.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE
+from tagger_eval.data.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
+from tagger_eval.data.downloader import IMAGE_EXTENSIONS
 from tagger_eval.tags import RATING_LETTERS
 
 
@@ -55,8 +56,8 @@ def fetch(names: Sequence[str]) -> int:
 
 def download(args: argparse.Namespace) -> int:
     """Build or extend a data.db from the Danbooru API (resumable: run the same command again)."""
-    from tagger_eval.danbooru import Credentials, DanbooruClient, DanbooruError
-    from tagger_eval.downloader import DatasetDownloader, DownloadError, DownloadPlan, plan_summary
+    from tagger_eval.data.danbooru import Credentials, DanbooruClient, DanbooruError
+    from tagger_eval.data.downloader import DatasetDownloader, DownloadError, DownloadPlan, plan_summary
 
     try:
         plan = DownloadPlan(
@@ -93,8 +94,8 @@ def download(args: argparse.Namespace) -> int:
 
 def compare_runs(args: argparse.Namespace) -> int:
     """The per-tagger deltas of two results files; non-zero when a tagger regressed (the pytest gate's rule)."""
-    from tagger_eval.compare import compare, failure_messages, format_comparison
-    from tagger_eval.results import ResultsError, load
+    from tagger_eval.reports.compare import compare, failure_messages, format_comparison
+    from tagger_eval.reports.results import ResultsError, load
 
     try:
         rows = compare(load(args.old), load(args.new), args.tolerance, args.max_worse)
@@ -109,8 +110,8 @@ def compare_runs(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from tagger_eval.report import report_from_file
-    from tagger_eval.results import ResultsError
+    from tagger_eval.reports.html_report import report_from_file
+    from tagger_eval.reports.results import ResultsError
 
     try:
         written = report_from_file(args.results, args.out)

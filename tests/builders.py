@@ -116,7 +116,7 @@ def build_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Map
     """A data.db of `(id, rating, general tags)` posts; a post gets an image file only when `images` has one."""
     import sqlite3
 
-    from tagger_eval.dataset import create_schema
+    from tagger_eval.data.dataset import create_schema
 
     (root / "images").mkdir(parents=True, exist_ok=True)
     db_path = root / "data.db"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from builders import build_wd14_model
 
-from tagger_eval.session import DEFAULT_DATASET
+from tagger_eval.run.evaluation import DEFAULT_DATASET
 
 
 @pytest.fixture

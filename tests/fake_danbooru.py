@@ -505,7 +505,7 @@ class FakeDanbooru:
     def add_dataset(self, db_path: str | Path | None = None, first_id: int = 1) -> list[int]:
         """Add the posts of a data.db and their image files (see `from_demo_dataset`); returns the new ids."""
         if db_path is None:
-            from tagger_eval.session import DEFAULT_DATASET
+            from tagger_eval.run.evaluation import DEFAULT_DATASET
 
             db_path = DEFAULT_DATASET
         db_path = Path(db_path)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from builders import comparable_results
 
-from tagger_eval.batching import BatchPredictor
-from tagger_eval.dataset import Dataset
-from tagger_eval.results import load
-from tagger_eval.session import DEFAULT_DATASET
+from tagger_eval.run.batching import BatchPredictor
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.reports.results import load
+from tagger_eval.run.evaluation import DEFAULT_DATASET
 from tagger_eval.taggers.control import ControlTagger
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")

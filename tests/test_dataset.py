@@ -1,4 +1,4 @@
-"""`tagger_eval.dataset`: reading data.db files written in tmp_path, and every way one can be unusable."""
+"""`tagger_eval.data.dataset`: reading data.db files written in tmp_path, and every way one can be unusable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tagger_eval.dataset import REQUIRED_COLUMNS, Dataset, DatasetError, ImageUnavailable, Post, create_schema
+from tagger_eval.data.dataset import REQUIRED_COLUMNS, Dataset, DatasetError, ImageUnavailable, Post, create_schema
 from tagger_eval.tags import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META, RATING
 
 POSTS = [

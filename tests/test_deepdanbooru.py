@@ -28,8 +28,8 @@ from builders import (
 )
 from PIL import Image
 
-from tagger_eval.dataset import Dataset
-from tagger_eval.session import TaggerRun, TaggerSettings
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.run.evaluation import TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
 from tagger_eval.taggers.deepdanbooru import (
@@ -360,7 +360,7 @@ def test_v3_fetched_from_a_server_loads_and_predicts(tmp_path: Path, monkeypatch
 
 
 def test_importing_the_module_does_not_import_tensorflow() -> None:
-    code = ("import sys, tagger_eval.taggers.deepdanbooru, tagger_eval.release; "
+    code = ("import sys, tagger_eval.taggers.deepdanbooru, tagger_eval.taggers.release; "
             "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'imported'")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tagger_eval import demo
-from tagger_eval.dataset import Dataset
-from tagger_eval.session import EvaluationSession, PostResult
+from tagger_eval.data import demo_dataset as demo
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.run.evaluation import EvaluationSession, PostResult
 from tagger_eval.tags import CATEGORY_NAMES, CHARACTER, COPYRIGHT, GENERAL, RATING_LETTERS
 
 BUNDLED = demo.DEFAULT_DIR
@@ -114,7 +114,7 @@ def test_generate_replaces_what_was_there(tmp_path: Path) -> None:
 
 
 def test_metadata_records_how_the_demo_was_made(bundled: Dataset) -> None:
-    assert bundled.metadata() == {"source": "synthetic: tagger_eval.demo", "generator_version": demo.GENERATOR_VERSION,
+    assert bundled.metadata() == {"source": "synthetic: tagger_eval.data.demo_dataset", "generator_version": demo.GENERATOR_VERSION,
                                   "seed": str(demo.SEED), "posts": str(demo.POSTS)}
 
 

@@ -17,9 +17,9 @@ from fake_danbooru import FakeDanbooru
 from fake_danbooru import fake_danbooru as fake_danbooru  # the fixture
 
 from tagger_eval.cli import main as cli_main
-from tagger_eval.danbooru import Credentials, DanbooruClient, DanbooruError
-from tagger_eval.dataset import Dataset
-from tagger_eval.downloader import DatasetDownloader, DownloadError, DownloadPlan
+from tagger_eval.data.danbooru import Credentials, DanbooruClient, DanbooruError
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.data.downloader import DatasetDownloader, DownloadError, DownloadPlan
 
 RATINGS = ("g", "s", "q", "e")
 

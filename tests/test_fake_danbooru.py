@@ -16,7 +16,7 @@ from fake_danbooru import FakeDanbooru, start_fake_danbooru
 from fake_danbooru import fake_danbooru as fake_danbooru  # the fixture, requested by name
 from PIL import Image
 
-from tagger_eval.session import DEFAULT_DATASET
+from tagger_eval.run.evaluation import DEFAULT_DATASET
 
 TIMEOUT = 5
 

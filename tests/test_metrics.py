@@ -1,4 +1,4 @@
-"""tagger_eval.metrics: hand-worked examples, a slow loop-based reference, scikit-learn, and properties."""
+"""tagger_eval.scoring.threshold_metrics: hand-worked examples, a slow loop-based reference, scikit-learn, and properties."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tagger_eval import metrics
-from tagger_eval.metrics import (
+from tagger_eval.scoring import threshold_metrics as metrics
+from tagger_eval.scoring.threshold_metrics import (
     PredictionSet,
     average_precision,
     best_score_threshold,
@@ -22,7 +22,7 @@ from tagger_eval.metrics import (
     subset_mask,
     tagger_metrics,
 )
-from tagger_eval.scoring import score
+from tagger_eval.scoring.post_score import score
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
 # The references see degenerate cases on purpose (one label only, no positive): sklearn warns, the tests assert.

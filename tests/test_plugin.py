@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger_eval.session import EvaluationSession
+from tagger_eval.run.evaluation import EvaluationSession
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 

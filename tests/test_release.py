@@ -1,4 +1,4 @@
-"""`tagger_eval.release`: zip releases fetched from a real local HTTP server and extracted safely."""
+"""`tagger_eval.taggers.release`: zip releases fetched from a real local HTTP server and extracted safely."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from werkzeug import Request, Response
 
 from tagger_eval.http_client import make_session
-from tagger_eval.release import ReleaseError, cache_dir, extract_zip, fetch_release_zip
+from tagger_eval.taggers.release import ReleaseError, cache_dir, extract_zip, fetch_release_zip
 from tagger_eval.taggers.deepdanbooru import ENTRIES, fetch_v3, v3_dir
 
 PROJECT = {

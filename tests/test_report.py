@@ -1,4 +1,4 @@
-"""`tagger_eval.report`: the charts' data, the PNG files and the self-contained HTML page, on real documents."""
+"""`tagger_eval.reports.html_report`: the charts' data, the PNG files and the self-contained HTML page, on real documents."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagger_eval import report
-from tagger_eval.report import (
+from tagger_eval.reports import html_report as report
+from tagger_eval.reports.html_report import (
     chart_label,
     error_rate_series,
     error_rates_figure,
@@ -33,10 +33,10 @@ from tagger_eval.report import (
     tagger_order,
     write_report,
 )
-from tagger_eval.results import ResultsError, build_document, dataset_identity, save
-from tagger_eval.scoring import score_post
-from tagger_eval.session import EvaluationSession, PostResult
-from tagger_eval.summary import COLUMNS, format_table, summarise
+from tagger_eval.reports.results import ResultsError, build_document, dataset_identity, save
+from tagger_eval.scoring.post_score import score_post
+from tagger_eval.run.evaluation import EvaluationSession, PostResult
+from tagger_eval.reports.leaderboard import COLUMNS, format_table, summarise
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHARTS = ["scores.png", "scores-nonnegative.png", "error-rates.png", "score-vs-runtime.png"]
@@ -407,7 +407,7 @@ def test_writing_a_report_leaves_matplotlib_and_pyplot_alone(tmp_path: Path) -> 
     script = (
         "import json, sys, matplotlib; from pathlib import Path; "
         "backend = dict.__getitem__(matplotlib.rcParams, 'backend'); "
-        "from tagger_eval.report import write_report; "
+        "from tagger_eval.reports.html_report import write_report; "
         f"write_report(json.loads(Path(sys.argv[1]).read_text()), Path({str(tmp_path / 'out')!r})); "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
         "assert dict.__getitem__(matplotlib.rcParams, 'backend') == backend, 'backend changed'"

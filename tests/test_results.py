@@ -10,10 +10,10 @@ import pytest
 from builders import comparable_results
 
 from tagger_eval.cli import main as cli_main
-from tagger_eval.compare import compare, failure_messages, format_comparison
-from tagger_eval.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
-from tagger_eval.session import DEFAULT_DATASET
-from tagger_eval.summary import summarise
+from tagger_eval.reports.compare import compare, failure_messages, format_comparison
+from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
+from tagger_eval.run.evaluation import DEFAULT_DATASET
+from tagger_eval.reports.leaderboard import summarise
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
@@ -156,8 +156,8 @@ def test_runs_on_different_data_are_not_compared() -> None:
 
 def test_the_summary_of_a_document_matches_its_posts() -> None:
     """The document's aggregates come from the same PostResults as the terminal's leaderboard."""
-    from tagger_eval.results import build_document
-    from tagger_eval.session import EvaluationSession
+    from tagger_eval.reports.results import build_document
+    from tagger_eval.run.evaluation import EvaluationSession
 
     session = EvaluationSession("demo-histogram")
     try:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from builders import WD14_TAGS
 
-from tagger_eval import demo
-from tagger_eval.dataset import Dataset
-from tagger_eval.results import load
-from tagger_eval.scoring import score
-from tagger_eval.session import DEFAULT_DATASET, PROBABILITY_FLOOR
-from tagger_eval.tag_distance import TagSimilarity, soft_score
+from tagger_eval.data import demo_dataset as demo
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.reports.results import load
+from tagger_eval.scoring.post_score import score
+from tagger_eval.run.evaluation import DEFAULT_DATASET, PROBABILITY_FLOOR
+from tagger_eval.scoring.tag_distance import TagSimilarity, soft_score
 from tagger_eval.taggers import Sample, TaggerSpec, create, normalise_prediction, select_tags
 
 metrics_sklearn = pytest.importorskip("sklearn.metrics")
@@ -184,7 +184,7 @@ def test_implications_expand_the_truth(pytester: pytest.Pytester, demo_subset) -
 
 
 def test_rare_tags_follow_the_model_tag_list_counts() -> None:
-    from tagger_eval.run_metrics import frequency_ranks
+    from tagger_eval.scoring.tagger_metrics import frequency_ranks
 
     tags = ("long_hair", "smile", "rating:general", "hatsune_miku_(vocaloid)", "unknown_tag")
     counts = {"Long Hair": 500, "smile": 900, "rating:general": 0, "hatsune miku \\(vocaloid\\)": 50,
@@ -204,7 +204,7 @@ def test_wd_models_report_their_tag_counts(wd14_v3_dir: Path) -> None:
 
 
 def test_a_metrics_run_ranks_rare_tags_by_the_model_counts(pytester: pytest.Pytester, wd14_v3_dir: Path) -> None:
-    from tagger_eval import plugin
+    from tagger_eval.run import plugin
 
     captured: dict = {}
     original = plugin.finish_run

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tagger_eval.scoring import PostScore, score, score_post
+from tagger_eval.scoring.post_score import PostScore, score, score_post
 
 # Tag names: short Danbooru-like names over a small alphabet (so predicted and truth overlap often), plus ratings.
 RATINGS = ["rating:general", "rating:sensitive", "rating:questionable", "rating:explicit"]

@@ -22,9 +22,9 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tagger_eval.dataset import Dataset
+from tagger_eval.data.dataset import Dataset
 from tagger_eval.http_client import make_session
-from tagger_eval.session import DEFAULT_DATASET, TaggerRun, TaggerSettings
+from tagger_eval.run.evaluation import DEFAULT_DATASET, TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, registry, select_tags
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
 from tagger_eval.taggers.demo import PixelTagger

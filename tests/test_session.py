@@ -1,4 +1,4 @@
-"""`tagger_eval.session` (options, settings, per-post evaluation) and `tagger_eval.summary` (the leaderboard)."""
+"""`tagger_eval.run.evaluation` (options, settings, per-post evaluation) and `tagger_eval.reports.leaderboard` (the leaderboard)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from builders import build_dataset
 from PIL import Image
 
-from tagger_eval import demo
-from tagger_eval.dataset import Dataset, DatasetError
-from tagger_eval.scoring import score_post
-from tagger_eval.session import (
+from tagger_eval.data import demo_dataset as demo
+from tagger_eval.data.dataset import Dataset, DatasetError
+from tagger_eval.scoring.post_score import score_post
+from tagger_eval.run.evaluation import (
     DEFAULT_DATASET,
     EvaluationSession,
     PostResult,
@@ -23,7 +23,7 @@ from tagger_eval.session import (
     TaggerSettings,
     parse_float_options,
 )
-from tagger_eval.summary import format_table, summarise, summary_lines
+from tagger_eval.reports.leaderboard import format_table, summarise, summary_lines
 from tagger_eval.taggers import Sample, Tagger, TaggerSpec, UnknownTaggerError, entries
 
 

@@ -1,4 +1,4 @@
-"""The tag-distance ("soft") score and the co-occurrence similarity behind it (`tagger_eval.tag_distance`)."""
+"""The tag-distance ("soft") score and the co-occurrence similarity behind it (`tagger_eval.scoring.tag_distance`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tagger_eval.dataset import Dataset
-from tagger_eval.scoring import score
-from tagger_eval.session import DEFAULT_DATASET, PostResult
-from tagger_eval.tag_distance import (
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.scoring.post_score import score
+from tagger_eval.run.evaluation import DEFAULT_DATASET, PostResult
+from tagger_eval.scoring.tag_distance import (
     Similarity,
     TagSimilarity,
     soft_score,

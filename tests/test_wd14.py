@@ -13,9 +13,9 @@ from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 from tagger_eval.cli import main as cli_main
-from tagger_eval.dataset import Dataset
-from tagger_eval.hub import HubFiles, ModelFilesError
-from tagger_eval.session import DEFAULT_DATASET, TaggerRun, TaggerSettings
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.taggers.hub import HubFiles, ModelFilesError
+from tagger_eval.run.evaluation import DEFAULT_DATASET, TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, get_entry, select_tags
 from tagger_eval.taggers.onnx import ModelLoadError, select_providers
 from tagger_eval.taggers.wd14 import PUBLISHED_MODELS, WD14Tagger, prepare_image, read_selected_tags

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from PIL import Image
 
-from tagger_eval.dataset import Post
+from tagger_eval.data.dataset import Post
 from tagger_eval.tags import CHARACTER, is_rating, normalise_tag
 
 EXECUTION_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from tagger_eval.checksums import file_digest
-from tagger_eval.release import cache_dir, fetch_release_zip
+from tagger_eval.taggers.release import cache_dir, fetch_release_zip
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
 from tagger_eval.taggers.registry import TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag

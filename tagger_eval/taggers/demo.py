@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from tagger_eval import demo
+from tagger_eval.data import demo_dataset as demo
 from tagger_eval.taggers.base import Sample, Tagger
 from tagger_eval.tags import RATING_LETTERS
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from tagger_eval.checksums import file_digest
-from tagger_eval.hub import HubFiles
+from tagger_eval.taggers.hub import HubFiles
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
 from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
 from tagger_eval.taggers.registry import TaggerEntry

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagger_eval.results import ResultsError
+from tagger_eval.reports.results import ResultsError
 
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower

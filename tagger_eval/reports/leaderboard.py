@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tagger_eval.session import PostResult
+from tagger_eval.run.evaluation import PostResult
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

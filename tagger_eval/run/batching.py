@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from PIL import Image
 
-from tagger_eval.dataset import Dataset, ImageUnavailable, Post
+from tagger_eval.data.dataset import Dataset, ImageUnavailable, Post
 from tagger_eval.taggers import Sample, Tagger
 
 T = TypeVar("T")

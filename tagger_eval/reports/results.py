@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from tagger_eval import __version__
-from tagger_eval.dataset import Dataset
-from tagger_eval.session import PostResult
-from tagger_eval.summary import summarise
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.run.evaluation import PostResult
+from tagger_eval.reports.leaderboard import summarise
 
 SCHEMA = "tagger-eval/results"
 SCHEMA_VERSION = 1

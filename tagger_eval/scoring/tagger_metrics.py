@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from tagger_eval.dataset import Dataset
-from tagger_eval.metrics import PredictionSet, tagger_metrics
-from tagger_eval.session import PostResult
-from tagger_eval.tag_distance import TagSimilarity, soft_scores
+from tagger_eval.data.dataset import Dataset
+from tagger_eval.scoring.threshold_metrics import PredictionSet, tagger_metrics
+from tagger_eval.run.evaluation import PostResult
+from tagger_eval.scoring.tag_distance import TagSimilarity, soft_scores
 from tagger_eval.tags import normalise_tag
 
 CATEGORY_ORDER = ("all", "general", "character", "rating", "rare")

@@ -20,8 +20,8 @@ from typing import Any
 
 from tagger_eval import __version__
 from tagger_eval.checksums import file_digest
-from tagger_eval.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient, DanbooruError
-from tagger_eval.dataset import TAG_COLUMNS, create_schema
+from tagger_eval.data.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient, DanbooruError
+from tagger_eval.data.dataset import TAG_COLUMNS, create_schema
 from tagger_eval.tags import RATING_LETTERS
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")

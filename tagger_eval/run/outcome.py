@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagger_eval.compare import compare, failure_messages, format_comparison
-from tagger_eval.results import build_document, dataset_identity, save
-from tagger_eval.session import METRICS_FULL, EvaluationSession, PostResult
+from tagger_eval.reports.compare import compare, failure_messages, format_comparison
+from tagger_eval.reports.results import build_document, dataset_identity, save
+from tagger_eval.run.evaluation import METRICS_FULL, EvaluationSession, PostResult
 
 
 @dataclass
@@ -36,7 +36,7 @@ def finish_run(
     document["settings"].update(expand_implications=session.expand_implications, metrics=session.metrics)
     outcome = RunOutcome(document)
     if session.metrics == METRICS_FULL:
-        from tagger_eval.run_metrics import compute, metrics_table
+        from tagger_eval.scoring.tagger_metrics import compute, metrics_table
 
         computed = compute(results, session.dataset, tag_counts or {}, session.tag_aliases)
         for label, metrics in computed.items():
@@ -55,7 +55,7 @@ def finish_run(
         outcome.regressed = bool(messages)
         outcome.lines += ["", *messages] if messages else ["no regression against the baseline"]
     if report_dir is not None:
-        from tagger_eval.report import write_report
+        from tagger_eval.reports.html_report import write_report
 
         written = write_report(document, report_dir)
         outcome.lines.append(f"report written to {report_dir} ({len(written)} files)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tagger_eval.session import EvaluationSession, PostSkipped, TaggerRun
+from tagger_eval.run.evaluation import EvaluationSession, PostSkipped, TaggerRun
 
 
 def test_post_score(

@@ -1,4 +1,4 @@
-"""The pytest plugin: options, fixtures and one-line hooks around `tagger_eval.session`."""
+"""The pytest plugin: options, fixtures and one-line hooks around `tagger_eval.run.evaluation`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from tagger_eval import evaluation
-from tagger_eval.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE, check_same_dataset
-from tagger_eval.dataset import DatasetError
-from tagger_eval.finish import RunOutcome, finish_run
-from tagger_eval.results import AUTOSAVE_DIR, ResultsError, autosave_path, dataset_identity
-from tagger_eval.results import load as load_results
-from tagger_eval.scope import ALL, SCOPES
-from tagger_eval.session import METRICS_CHOICES, METRICS_OFF, EvaluationSession, PostResult, TaggerRun
-from tagger_eval.summary import summary_lines
+from tagger_eval.run import post_tests
+from tagger_eval.reports.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE, check_same_dataset
+from tagger_eval.data.dataset import DatasetError
+from tagger_eval.run.outcome import RunOutcome, finish_run
+from tagger_eval.reports.results import AUTOSAVE_DIR, ResultsError, autosave_path, dataset_identity
+from tagger_eval.reports.results import load as load_results
+from tagger_eval.scoring.scope import ALL, SCOPES
+from tagger_eval.run.evaluation import METRICS_CHOICES, METRICS_OFF, EvaluationSession, PostResult, TaggerRun
+from tagger_eval.reports.leaderboard import summary_lines
 from tagger_eval.taggers import EXECUTION_PROVIDERS, TaggerOptions, TaggerSpec
 
 SESSION_KEY = pytest.StashKey[EvaluationSession]()
@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ResultsError as error:
         raise pytest.UsageError(f"--tagger-baseline: {error}") from error
     config.pluginmanager.register(ResultCollector(session, baseline), "tagger-eval-results")
-    module = str(Path(evaluation.__file__))
+    module = str(Path(post_tests.__file__))
     # `pytest --tagger=...` alone runs the evaluation instead of testpaths; explicit paths run beside it.
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         config.args.append(module)

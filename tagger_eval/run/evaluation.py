@@ -12,11 +12,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from tagger_eval import demo
-from tagger_eval.batching import BatchPredictor
-from tagger_eval.dataset import Dataset, DatasetError, ImageUnavailable, Post
-from tagger_eval.scope import ALL, SCOPES, SHARED, scoped_tags
-from tagger_eval.scoring import PostScore, score_post
+from tagger_eval.data import demo_dataset as demo
+from tagger_eval.run.batching import BatchPredictor
+from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, Post
+from tagger_eval.scoring.scope import ALL, SCOPES, SHARED, scoped_tags
+from tagger_eval.scoring.post_score import PostScore, score_post
 from tagger_eval.taggers import (
     Tagger,
     TaggerOptions,

@@ -1,6 +1,6 @@
 """The tag-distance ("soft") score: a wrong tag close to a true tag the tagger missed costs less than an unrelated one.
 
-The seed score (`tagger_eval.scoring.score`) charges every wrong tag a full 1/|T|, so `very_long_hair` predicted for
+The seed score (`tagger_eval.scoring.post_score.score`) charges every wrong tag a full 1/|T|, so `very_long_hair` predicted for
 `long_hair` costs as much as `hat`. The soft score keeps the seed's scale and gives each wrong tag partial credit by
 its similarity to the closest true tag that the prediction missed. With P the predicted and T the truth tags (sets):
 
@@ -147,7 +147,7 @@ class TagSimilarity:
 
     @classmethod
     def from_dataset(cls, dataset: Any, min_count: int = 2, measure: str = "cosine") -> TagSimilarity:
-        """From every post's truth tags of a `tagger_eval.dataset.Dataset` (all categories, ratings included: the
+        """From every post's truth tags of a `tagger_eval.data.dataset.Dataset` (all categories, ratings included: the
         similarity does not depend on a run's tag scope; a scope only decides which tags get compared)."""
         return cls.from_posts((post.truth for post in dataset), min_count=min_count, measure=measure)
 
@@ -304,7 +304,7 @@ def soft_score_from_errors(correct: int, truth_size: int, wrong: Iterable[str], 
 def soft_scores(results: Iterable[Any], similarity: Similarity, *, matching: str = "max") -> list[float]:
     """The soft score of every *scored* result, in order (skipped and errored ones are left out).
 
-    A result is a `tagger_eval.session.PostResult` or a post entry of a results document (`results.py`): either
+    A result is a `tagger_eval.run.evaluation.PostResult` or a post entry of a results document (`results.py`): either
     carries the correct count, |T| and the full wrong and missed tag lists, which is all the soft score needs.
     """
     scores = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from tagger_eval.dataset import create_schema
+from tagger_eval.data.dataset import create_schema
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_LETTERS
 
 SIZE = 128
@@ -25,7 +25,7 @@ BORDER = 4
 SEED = 20221201
 POSTS = 96
 GENERATOR_VERSION = "1"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "datasets" / "demo"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "datasets" / "demo"
 
 SHAPE_TAGS = {"circle": "circle", "square": "square", "triangle": "triangle", "star": "star_(symbol)"}
 SHAPE_COLOURS = {
@@ -221,7 +221,7 @@ def generate(out_dir: Path = DEFAULT_DIR, posts: int = POSTS, seed: int = SEED) 
             )
         connection.executemany(
             "INSERT INTO metadata (key, value) VALUES (?, ?)",
-            [("source", "synthetic: tagger_eval.demo"), ("generator_version", GENERATOR_VERSION),
+            [("source", "synthetic: tagger_eval.data.demo_dataset"), ("generator_version", GENERATOR_VERSION),
              ("seed", str(seed)), ("posts", str(posts))],
         )
         connection.commit()
