@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tagger_eval import taggers
+from tagger_eval.config import MAX_WORSE, TOLERANCE, GateConfig
 from tagger_eval.data import demo_dataset as demo
-from tagger_eval.reports.compare import DEFAULT_MAX_WORSE, DEFAULT_TOLERANCE
 from tagger_eval.data.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
 from tagger_eval.data.downloader import IMAGE_EXTENSIONS
 from tagger_eval.tags import RATING_LETTERS
@@ -98,7 +98,7 @@ def compare_runs(args: argparse.Namespace) -> int:
     from tagger_eval.reports.results import ResultsError, load
 
     try:
-        rows = compare(load(args.old), load(args.new), args.tolerance, args.max_worse)
+        rows = compare(load(args.old), load(args.new), GateConfig(args.tolerance, args.max_worse))
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -157,10 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     versus = commands.add_parser("compare", help="compare two results files; exits 1 when a tagger regressed")
     versus.add_argument("old", type=Path, help="the baseline results JSON")
     versus.add_argument("new", type=Path, help="the results JSON to check")
-    versus.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="largest allowed fall of a mean score (default %(default)s)")
-    versus.add_argument("--max-worse", type=float, default=DEFAULT_MAX_WORSE,
-                        help="largest share of posts allowed to score lower (default %(default)s)")
+    TOLERANCE.add_to(versus.add_argument, "--tolerance")
+    MAX_WORSE.add_to(versus.add_argument, "--max-worse")
     charts = commands.add_parser("report", help="charts and an HTML page of a results file")
     charts.add_argument("results", type=Path, help="a results JSON")
     charts.add_argument("--out", type=Path, required=True, help="directory for the PNG charts and index.html")

@@ -26,6 +26,7 @@ SEED = 20221201
 POSTS = 96
 GENERATOR_VERSION = "1"
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "datasets" / "demo"
+DEFAULT_DATASET = DEFAULT_DIR / "data.db"
 
 SHAPE_TAGS = {"circle": "circle", "square": "square", "triangle": "triangle", "star": "star_(symbol)"}
 SHAPE_COLOURS = {

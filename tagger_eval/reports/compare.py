@@ -8,14 +8,13 @@ that this run did not select, are listed, never dropped silently; runs on differ
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from tagger_eval.config import GateConfig
+from tagger_eval.records import DatasetIdentity, ResultsDocument, scored_posts
 from tagger_eval.reports.results import ResultsError
+from tagger_eval.reports.text_table import format_table, number
 
-DEFAULT_TOLERANCE = 0.01
-DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower
 LISTED_POSTS = 10  # posts named in a message; the rest are counted
 
 
@@ -43,29 +42,21 @@ class TaggerComparison:
         return bool(self.problems)
 
 
-def check_same_dataset(baseline: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    old_hash, new_hash = baseline["dataset"]["content_sha256"], new["dataset"]["content_sha256"]
+def check_same_dataset(baseline: DatasetIdentity, new: DatasetIdentity) -> None:
+    old_hash, new_hash = baseline["content_sha256"], new["content_sha256"]
     if old_hash != new_hash:
         raise ResultsError(
-            f"the baseline was made on another dataset ({baseline['dataset']['path']}, "
-            f"{baseline['dataset']['posts']} posts, content {old_hash[:12]}) than this run "
-            f"({new['dataset']['path']}, {new['dataset']['posts']} posts, content {new_hash[:12]}): "
+            f"the baseline was made on another dataset ({baseline['path']}, {baseline['posts']} posts, content "
+            f"{old_hash[:12]}) than this run ({new['path']}, {new['posts']} posts, content {new_hash[:12]}): "
             "scores on different ground truth cannot be compared"
         )
 
 
-def _scores(tagger: Mapping[str, Any]) -> dict[int, float]:
-    return {int(post): entry["score"] for post, entry in tagger["posts"].items() if entry["status"] == "scored"}
-
-
-def compare(
-    baseline: Mapping[str, Any],
-    new: Mapping[str, Any],
-    tolerance: float = DEFAULT_TOLERANCE,
-    max_worse: float = DEFAULT_MAX_WORSE,
-) -> list[TaggerComparison]:
+def compare(baseline: ResultsDocument, new: ResultsDocument, gate: GateConfig | None = None) -> list[TaggerComparison]:
     """One comparison per tagger of either run, in the new run's order, then taggers only the baseline had."""
-    check_same_dataset(baseline, new)
+    gate = gate or GateConfig()
+    tolerance, max_worse = gate.tolerance, gate.max_worse
+    check_same_dataset(baseline["dataset"], new["dataset"])
     old_taggers, new_taggers = baseline["taggers"], new["taggers"]
     rows = []
     for label in [*new_taggers, *(label for label in old_taggers if label not in new_taggers)]:
@@ -76,7 +67,7 @@ def compare(
         if label not in new_taggers:
             row.missing = True
             continue
-        old, now = _scores(old_taggers[label]), _scores(new_taggers[label])
+        old, now = scored_posts(old_taggers[label]), scored_posts(new_taggers[label])
         shared = sorted(old.keys() & now.keys())
         row.only_baseline, row.only_new = sorted(old.keys() - now.keys()), sorted(now.keys() - old.keys())
         row.compared = len(shared)
@@ -87,7 +78,7 @@ def compare(
         row.new_mean = statistics.fmean(now[post] for post in shared)
         row.worse = [(post, old[post], now[post]) for post in shared if now[post] < old[post]]
         row.better = sum(now[post] > old[post] for post in shared)
-        if row.delta < -tolerance:
+        if row.new_mean - row.baseline_mean < -tolerance:
             row.problems.append(f"mean score fell from {row.baseline_mean:.4f} to {row.new_mean:.4f} "
                                 f"({row.delta:+.4f}, tolerance {tolerance})")
         if len(row.worse) > max_worse * len(shared):
@@ -115,24 +106,17 @@ def failure_messages(rows: list[TaggerComparison]) -> list[str]:
 def format_comparison(rows: list[TaggerComparison]) -> list[str]:
     """The per-tagger deltas as a table, then the posts only one run scored."""
     header = ("tagger", "baseline", "new", "delta", "posts", "worse", "better", "verdict")
-    table = [header]
+    cells = []
     for row in rows:
-        def number(value: float | None, template: str = "{:.4f}") -> str:
-            return "-" if value is None else template.format(value)
-
         if row.regressed:
             verdict = "REGRESSED"
         elif row.missing:
             verdict = "not run"
         else:
             verdict = "new" if row.baseline_mean is None else "ok"
-        table.append((row.tagger, number(row.baseline_mean), number(row.new_mean), number(row.delta, "{:+.4f}"),
-                      str(row.compared), str(len(row.worse)), str(row.better), verdict))
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
-             for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+        cells.append((row.tagger, number(row.baseline_mean, "{:.4f}"), number(row.new_mean, "{:.4f}"),
+                      number(row.delta, "{:+.4f}"), str(row.compared), str(len(row.worse)), str(row.better), verdict))
+    lines = format_table(header, cells)
     for row in rows:
         for which, posts in (("only in the baseline", row.only_baseline), ("only in this run", row.only_new)):
             if posts:

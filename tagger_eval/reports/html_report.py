@@ -35,8 +35,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from tagger_eval.reports.results import load
 from tagger_eval.reports.leaderboard import COLUMNS, TaggerSummary, table_cells
+from tagger_eval.reports.results import load
 
 BIN_WIDTH = 0.05
 MAX_BINS = 120
@@ -547,5 +547,5 @@ def write_report(document: Mapping[str, Any], out_dir: Path) -> list[Path]:
 
 
 def report_from_file(results_path: Path, out_dir: Path) -> list[Path]:
-    """Load a results file (`tagger_eval.reports.results.load`, so a wrong file is a `ResultsError`) and write its report."""
+    """Load a results file (`results.load`, so a wrong file is a `ResultsError`) and write its report."""
     return write_report(load(Path(results_path)), out_dir)

@@ -23,16 +23,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tagger_eval import __version__
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.run.evaluation import PostResult
-from tagger_eval.reports.leaderboard import summarise
+from tagger_eval.records import (
+    DatasetIdentity,
+    PostEntry,
+    PostResult,
+    ResultsDocument,
+    SummaryEntry,
+    TaggerResults,
+    group_by_tagger,
+    summarise,
+)
 
 SCHEMA = "tagger-eval/results"
 SCHEMA_VERSION = 1
-AUTOSAVE_DIR = ".tagger-eval"
 # Per post, what the tagger-level entry already says.
 _TAGGER_LEVEL = ("tagger", "post", "floor", "threshold", "character_threshold")
 # Per post, what only the run's metrics need (summarised under the tagger's "metrics").
@@ -43,25 +50,23 @@ class ResultsError(Exception):
     """A results file that cannot be used: unreadable, another schema, or from another dataset."""
 
 
-def dataset_identity(dataset: Dataset) -> dict[str, Any]:
+def dataset_identity(dataset: Dataset) -> DatasetIdentity:
     return {"path": str(dataset.path), "posts": len(dataset), "content_sha256": dataset.content_hash(),
             "metadata": dataset.metadata()}
 
 
 def build_document(
     results: Iterable[PostResult],
-    identities: Mapping[str, Mapping[str, Any]],
-    dataset: Mapping[str, Any],
+    identities: Mapping[str, Mapping[str, str]],
+    dataset: DatasetIdentity,
     scope: str,
     rootdir: Path | None = None,
-) -> dict[str, Any]:
+) -> ResultsDocument:
     """The document for one run; taggers and posts in a fixed order, so equal runs give equal documents."""
     results = list(results)
-    by_tagger: dict[str, list[PostResult]] = {}
-    for result in results:
-        by_tagger.setdefault(result.tagger, []).append(result)
+    by_tagger = group_by_tagger(results)
     summaries = {summary.tagger: summary for summary in summarise(results)}
-    taggers = {}
+    taggers: dict[str, TaggerResults] = {}
     for label in sorted(by_tagger):
         group = sorted(by_tagger[label], key=lambda result: result.post)
         first = group[0]
@@ -70,7 +75,7 @@ def build_document(
             "threshold": first.threshold,
             "character_threshold": first.character_threshold,
             "score_floor": first.floor,
-            "summary": asdict(summaries[label]),
+            "summary": cast(SummaryEntry, asdict(summaries[label])),
             "posts": {str(result.post): _post_entry(result) for result in group},
         }
     return {
@@ -81,16 +86,16 @@ def build_document(
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpu_count": os.cpu_count()},
         "commit": _commit(rootdir) if rootdir else None,
-        "dataset": dict(dataset),
-        "settings": {"tag_scope": scope},
+        "dataset": dataset,
+        "settings": {"tag_scope": str(scope)},
         "taggers": taggers,
     }
 
 
-def _post_entry(result: PostResult) -> dict[str, Any]:
+def _post_entry(result: PostResult) -> PostEntry:
     entry = {key: value for key, value in result.to_dict().items() if key not in _TAGGER_LEVEL + _METRICS_INPUT}
     counts = entry.pop("counts") or {}
-    return {"status": entry.pop("status"), **counts, **entry}
+    return cast(PostEntry, {"status": entry.pop("status"), **counts, **entry})
 
 
 def _commit(rootdir: Path) -> dict[str, Any] | None:
@@ -105,7 +110,7 @@ def _commit(rootdir: Path) -> dict[str, Any] | None:
         return None
 
 
-def save(document: Mapping[str, Any], path: Path) -> Path:
+def save(document: ResultsDocument, path: Path) -> Path:
     """Write atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -122,7 +127,7 @@ def autosave_path(directory: Path) -> Path:
     return directory / f"{max(numbers, default=0) + 1:04d}_{stamp}.json"
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> ResultsDocument:
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -134,4 +139,4 @@ def load(path: Path) -> dict[str, Any]:
     if document.get("schema_version") != SCHEMA_VERSION:
         raise ResultsError(f"{path} has results schema version {document.get('schema_version')}; this tagger-eval "
                            f"reads version {SCHEMA_VERSION}")
-    return document
+    return cast(ResultsDocument, document)

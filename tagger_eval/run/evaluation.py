@@ -1,37 +1,27 @@
 """One evaluation run, independent of pytest: settings, loaded taggers, per-post results.
 
-The pytest plugin is a thin shell around this module; `EvaluationSession.evaluate` is the whole per-test work.
+The pytest plugin is a thin shell around this module; `TaggerRun.evaluate` is the whole per-test work.
 """
 
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from tagger_eval.data import demo_dataset as demo
-from tagger_eval.run.batching import BatchPredictor
+from tagger_eval.config import MetricsMode, RunConfig, TaggerSpec
 from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, Post
-from tagger_eval.scoring.scope import ALL, SCOPES, SHARED, scoped_tags
+from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.records import PostResult, PostStatus
+from tagger_eval.run.batching import BatchPredictor
 from tagger_eval.scoring.post_score import PostScore, score_post
-from tagger_eval.taggers import (
-    Tagger,
-    TaggerOptions,
-    TaggerSpec,
-    create,
-    normalise_prediction,
-    parse_specs,
-    select_tags,
-)
+from tagger_eval.scoring.scope import TagScope, scoped_tags
+from tagger_eval.taggers import Tagger, create, normalise_prediction, select_tags
 from tagger_eval.taggers.base import resolve_rating_aliases
 from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, is_rating, normalise_tag, rating_tag
 
-DEFAULT_DATASET = demo.DEFAULT_DIR / "data.db"
-METRICS_OFF, METRICS_FULL = "off", "full"
-METRICS_CHOICES = (METRICS_OFF, METRICS_FULL)
 PROBABILITY_FLOOR = 0.01  # probabilities kept per post for the run's metrics; lower ones count as 0
 T = TypeVar("T")
 
@@ -40,74 +30,12 @@ class PostSkipped(Exception):
     """The post cannot be scored for this tagger (no image, no truth tags in scope); the reason is the message."""
 
 
-def parse_float_options(values: Iterable[str], option: str) -> tuple[float | None, dict[str, float]]:
-    """`--option=FLOAT` (every tagger) and `--option=NAME=FLOAT` (one tagger), each repeatable."""
-    default: float | None = None
-    per_tagger: dict[str, float] = {}
-    for value in values:
-        name, _, number = value.rpartition("=")
-        try:
-            parsed = float(number)
-        except ValueError:
-            raise ValueError(f"{option}: expected FLOAT or NAME=FLOAT, got {value!r}") from None
-        if name:
-            per_tagger[name] = parsed
-        else:
-            default = parsed
-    return default, per_tagger
-
-
-@dataclass(frozen=True)
-class PostResult:
-    """One (tagger, post) outcome in builtin types only, so it can cross from pytest-xdist workers."""
-
-    tagger: str
-    post: int
-    status: str  # "scored", "skipped" or "error"
-    floor: float
-    threshold: float | None  # None: the server applied its own
-    character_threshold: float | None = None
-    runtime_s: float | None = None
-    counts: dict[str, Any] | None = None
-    missed_tags: list[str] = field(default_factory=list)
-    wrong_tags: list[str] = field(default_factory=list)
-    reason: str | None = None
-    # Kept only for the run's metrics (`--tagger-metrics`): the in-scope truth, and every in-scope probability at
-    # or above the storage floor, after normalisation and aliases.
-    truth_tags: list[str] | None = None
-    probabilities: dict[str, float] | None = None
-    categories: dict[str, int] | None = None  # of the kept tags, for the per-category metrics
-
-    @property
-    def score(self) -> float:
-        assert self.counts is not None, "only scored results have a score"
-        return self.counts["score"]
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "scored" and self.score >= self.floor
-
-    def failure_message(self) -> str:
-        return (
-            f"{self.tagger} scored {self.score:.3f} on post {self.post}, below the floor {self.floor:.3f}\n"
-            f"  missed ({len(self.missed_tags)}): {' '.join(self.missed_tags) or '-'}\n"
-            f"  wrong ({len(self.wrong_tags)}): {' '.join(self.wrong_tags) or '-'}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostResult:
-        return cls(**data)
-
-
 @dataclass(frozen=True)
 class TaggerSettings:
     spec: TaggerSpec
     threshold: float
     score_floor: float
-    scope: str
+    scope: TagScope
     character_threshold: float | None = None
     keep_probabilities_above: float | None = None  # the storage floor when the run computes metrics
 
@@ -134,7 +62,7 @@ class TaggerRun:
         self.truth_options = truth_options or TruthOptions()
         self.vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
         shared = self.truth_options.shared_vocabulary
-        self.scope_vocabulary = shared if settings.scope == SHARED and shared is not None else self.vocabulary
+        self.scope_vocabulary = shared if settings.scope == TagScope.SHARED and shared is not None else self.vocabulary
 
     @property
     def label(self) -> str:
@@ -166,7 +94,7 @@ class TaggerRun:
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
             **self._identity(post_id),
-            status="scored",
+            status=PostStatus.SCORED,
             runtime_s=runtime,
             counts=post_score.to_dict(),
             missed_tags=sorted(truth - predicted),
@@ -194,7 +122,7 @@ class TaggerRun:
         return {"truth_tags": sorted(truth), "probabilities": {tag: kept[tag] for tag in in_scope if tag in kept},
                 "categories": {tag: RATING if is_rating(tag) else categories.get(tag, -1) for tag in in_scope}}
 
-    def unscored(self, post_id: int, status: str, reason: str) -> PostResult:
+    def unscored(self, post_id: int, status: PostStatus, reason: str) -> PostResult:
         """The record of a skipped or failed post, so the summary can count it."""
         return PostResult(**self._identity(post_id), status=status, reason=reason)
 
@@ -226,60 +154,16 @@ def aligned_vocabulary(tagger: Tagger, tag_aliases: Mapping[str, str]) -> dict[s
     return aligned
 
 
-class EvaluationSession:
-    """What `pytest --tagger=...` evaluates: the dataset, the selected taggers and their settings."""
+class Evaluation:
+    """One evaluation run (`pytest --tagger=...`): the dataset, the selected taggers and their settings."""
 
-    def __init__(
-        self,
-        tagger_option: str | Iterable[str],
-        dataset_path: str | Path | None = None,
-        threshold_options: Iterable[str] = (),
-        floor_options: Iterable[str] = (),
-        scope: str = ALL,
-        character_threshold_options: Iterable[str] = (),
-        tagger_options: TaggerOptions | None = None,
-        expand_implications: bool = False,
-        metrics: str = METRICS_OFF,
-        batch_size: int = 1,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"--tagger-batch-size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
         # Per tagger label, the post ids in the order their tests will run (set after collection): batches are
         # made of the posts that come next.
         self.orders: dict[str, list[int]] = {}
-        self.specs, self.unavailable = parse_specs(tagger_option)
-        if metrics not in METRICS_CHOICES:
-            raise ValueError(f"--tagger-metrics: expected one of {', '.join(METRICS_CHOICES)}, got {metrics!r}")
-        self.metrics = metrics
-        self.expand_implications = expand_implications
-        if scope not in SCOPES:
-            raise ValueError(f"--tag-scope: unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
-        self.scope = scope
-        self.default_threshold, self.thresholds = parse_float_options(threshold_options, "--threshold")
-        self.default_floor, self.floors = parse_float_options(floor_options, "--score-floor")
-        self.default_character_threshold, self.character_thresholds = parse_float_options(
-            character_threshold_options, "--character-threshold"
-        )
-        self.tagger_options = tagger_options or TaggerOptions()
-        labels = {spec.label for spec in self.specs} | {spec.name for spec in self.specs}
-        for option, per_tagger in (
-            ("--threshold", self.thresholds),
-            ("--score-floor", self.floors),
-            ("--character-threshold", self.character_thresholds),
-        ):
-            for name in per_tagger:
-                if name not in labels:
-                    raise ValueError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")
-        for option, default, per_tagger in (
-            ("--threshold", self.default_threshold, self.thresholds),
-            ("--character-threshold", self.default_character_threshold, self.character_thresholds),
-        ):
-            for threshold in [default, *per_tagger.values()]:
-                if threshold is not None and not 0.0 <= threshold < 1.0:
-                    raise ValueError(f"{option} must be in [0, 1), got {threshold}")
-        self.dataset_path = Path(dataset_path) if dataset_path else DEFAULT_DATASET
-        if not dataset_path and not self.dataset_path.exists():
+        self.dataset_path = config.dataset or DEFAULT_DATASET
+        if config.dataset is None and not self.dataset_path.exists():
             raise DatasetError(
                 f"the bundled demo dataset is missing ({self.dataset_path}); create it with "
                 "`tagger-eval make-demo` or pass --dataset=PATH/data.db"
@@ -287,33 +171,30 @@ class EvaluationSession:
         self.dataset = Dataset(self.dataset_path)
         self.tag_aliases = self.dataset.tag_aliases()
         self._truth_options = TruthOptions(
-            self.dataset.tag_implications() if expand_implications else {}, self.dataset.tag_categories())
+            self.dataset.tag_implications() if config.expand_implications else {}, self.dataset.tag_categories())
         self._shared_read = False
 
-    def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
-        def pick(per_tagger: dict[str, float], default: float | None, fallback: float | None) -> float | None:
-            for key in (spec.label, spec.name):
-                if key in per_tagger:
-                    return per_tagger[key]
-            return fallback if default is None else default
+    @property
+    def specs(self) -> tuple[TaggerSpec, ...]:
+        return self.config.taggers
 
-        threshold = pick(self.thresholds, self.default_threshold, tagger.default_threshold)
-        floor = pick(self.floors, self.default_floor, tagger.default_score_floor)
+    def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
+        config = self.config
+        threshold = config.thresholds.pick(spec, tagger.default_threshold)
+        floor = config.floors.pick(spec, tagger.default_score_floor)
         assert threshold is not None and floor is not None
         return TaggerSettings(
             spec=spec,
             threshold=threshold,
             score_floor=floor,
-            scope=self.scope,
-            character_threshold=pick(
-                self.character_thresholds, self.default_character_threshold, tagger.default_character_threshold
-            ),
-            keep_probabilities_above=PROBABILITY_FLOOR if self.metrics != METRICS_OFF else None,
+            scope=config.scope,
+            character_threshold=config.character_thresholds.pick(spec, tagger.default_character_threshold),
+            keep_probabilities_above=PROBABILITY_FLOOR if config.metrics != MetricsMode.OFF else None,
         )
 
     def truth_options(self) -> TruthOptions:
         """`shared` scope completes them on first use: it reads every selected tagger's vocabulary once."""
-        if self.scope == SHARED and not self._shared_read:
+        if self.config.scope == TagScope.SHARED and not self._shared_read:
             self._truth_options = replace(self._truth_options, shared_vocabulary=self._shared_vocabulary())
             self._shared_read = True
         return self._truth_options
@@ -322,7 +203,7 @@ class EvaluationSession:
         """The tags every selected tagger can output (open vocabularies restrict nothing), ratings always kept."""
         shared: frozenset[str] | None = None
         for spec in self.specs:
-            tagger = create(spec, self.tagger_options)
+            tagger = create(spec, self.config.tagger_options)
             try:
                 vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
             finally:
@@ -332,9 +213,9 @@ class EvaluationSession:
         return None if shared is None else shared | RATING_TAGS
 
     def load(self, spec: TaggerSpec) -> TaggerRun:
-        tagger = create(spec, self.tagger_options)
+        tagger = create(spec, self.config.tagger_options)
         return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
-                         self.batch_size, self.orders.get(spec.label, ()))
+                         self.config.batch_size, self.orders.get(spec.label, ()))
 
     def close(self) -> None:
         self.dataset.close()

@@ -2,61 +2,81 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from tagger_eval.config import AUTOSAVE_DIR, MetricsMode
+from tagger_eval.records import PostResult, ResultsDocument
 from tagger_eval.reports.compare import compare, failure_messages, format_comparison
-from tagger_eval.reports.results import build_document, dataset_identity, save
-from tagger_eval.run.evaluation import METRICS_FULL, EvaluationSession, PostResult
+from tagger_eval.reports.results import autosave_path, build_document, dataset_identity, save
+from tagger_eval.run.evaluation import Evaluation
+
+
+@dataclass
+class CollectedRun:
+    """What the tests of a run reported, gathered by the plugin (from xdist workers too)."""
+
+    results: list[PostResult] = field(default_factory=list)
+    identities: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> the tagger's identity
+    tag_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> the model's tag counts
+    load_errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # label -> (tests errored, the error)
+
+    def load_error(self, label: str, error: str) -> None:
+        count, _ = self.load_errors.get(label, (0, error))
+        self.load_errors[label] = (count + 1, error)
 
 
 @dataclass
 class RunOutcome:
-    document: dict[str, Any]
+    document: ResultsDocument
     lines: list[str] = field(default_factory=list)  # for the terminal, after the leaderboard
     regressed: bool = False
 
 
-def finish_run(
-    session: EvaluationSession,
-    results: list[PostResult],
-    identities: Mapping[str, Mapping[str, Any]],
-    *,
-    tag_counts: Mapping[str, Mapping[str, int]] | None = None,
-    results_path: Path | None,
-    baseline: Mapping[str, Any] | None,
-    tolerance: float,
-    max_worse: float,
-    report_dir: Path | None,
-    rootdir: Path | None,
-) -> RunOutcome:
-    document = build_document(results, identities, dataset_identity(session.dataset), session.scope, rootdir)
-    document["settings"].update(expand_implications=session.expand_implications, metrics=session.metrics)
+def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: ResultsDocument | None,
+               rootdir: Path | None = None) -> RunOutcome:
+    """Build the results document; then, as the run's config asks, add metrics, save it, gate and report."""
+    config = evaluation.config
+    document = build_document(collected.results, collected.identities, dataset_identity(evaluation.dataset),
+                              config.scope, rootdir)
+    document["settings"].update(expand_implications=config.expand_implications, metrics=config.metrics.value)
+    if config.metrics == MetricsMode.FULL:
+        document["settings"].update(soft_score_matching=config.soft_score_matching.value,
+                                    soft_score_similarity=config.soft_score_similarity.value)
     outcome = RunOutcome(document)
-    if session.metrics == METRICS_FULL:
-        from tagger_eval.scoring.tagger_metrics import compute, metrics_table
-
-        computed = compute(results, session.dataset, tag_counts or {}, session.tag_aliases)
-        for label, metrics in computed.items():
-            document["taggers"][label]["metrics"] = metrics
-        means = {label: tagger["summary"]["mean_score"] for label, tagger in document["taggers"].items()}
-        outcome.lines += ["tagger metrics (P=R: the threshold where precision equals recall, micro over all tags "
-                          "or macro per tag; AP: average precision)", *metrics_table(computed, means), ""]
-    if results_path is not None:
+    if config.metrics == MetricsMode.FULL:
+        outcome.lines += _add_metrics(evaluation, collected, document)
+    output = config.output
+    results_path = output.results_path
+    if results_path is None and output.autosave and rootdir is not None:
+        results_path = autosave_path(rootdir / AUTOSAVE_DIR)
+    if results_path is not None and output.autosave:
         save(document, results_path)
         outcome.lines.append(f"results saved to {results_path}")
     if baseline is not None:
-        rows = compare(baseline, document, tolerance, max_worse)
+        rows = compare(baseline, document, config.gate)
         outcome.lines += ["", "compared with the baseline (mean scores over the posts both runs scored):",
                           *format_comparison(rows)]
         messages = failure_messages(rows)
         outcome.regressed = bool(messages)
         outcome.lines += ["", *messages] if messages else ["no regression against the baseline"]
-    if report_dir is not None:
+    if output.report_dir is not None:
         from tagger_eval.reports.html_report import write_report
 
-        written = write_report(document, report_dir)
-        outcome.lines.append(f"report written to {report_dir} ({len(written)} files)")
+        written = write_report(document, output.report_dir)
+        outcome.lines.append(f"report written to {output.report_dir} ({len(written)} files)")
     return outcome
+
+
+def _add_metrics(evaluation: Evaluation, collected: CollectedRun, document: ResultsDocument) -> list[str]:
+    from tagger_eval.reports.metrics_table import metrics_table
+    from tagger_eval.scoring.tagger_metrics import compute
+
+    config = evaluation.config
+    computed = compute(collected.results, evaluation.dataset, collected.tag_counts, evaluation.tag_aliases,
+                       config.soft_score_matching, config.soft_score_similarity)
+    for label, metrics in computed.items():
+        document["taggers"][label]["metrics"] = metrics
+    means = {label: tagger["summary"]["mean_score"] for label, tagger in document["taggers"].items()}
+    return ["tagger metrics (P=R: the threshold where precision equals recall, micro over all tags or macro per "
+            "tag; AP: average precision)", *metrics_table(computed, means), ""]

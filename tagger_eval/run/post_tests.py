@@ -1,41 +1,57 @@
-"""The evaluation's test module: the plugin collects it when `--tagger` is given, one test per (tagger, post)."""
+"""The evaluation's test module: the plugin collects it when `--tagger` is given, one test per (tagger, post).
+
+Each test reports its outcome to the pytest controller as user properties (they cross from pytest-xdist workers
+with the test reports); `run/plugin.py` collects them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import pytest
 
-from tagger_eval.run.evaluation import EvaluationSession, PostSkipped, TaggerRun
+from tagger_eval.records import PostStatus
+from tagger_eval.run.evaluation import Evaluation, PostSkipped, TaggerRun
+
+T = TypeVar("T")
+
+
+class Property:
+    """The user-property names a test reports under (plain strings: execnet sends builtin types only)."""
+
+    RESULT = "tagger_eval"  # one `PostResult.to_dict()` per test
+    IDENTITY = "tagger_eval_identity"  # {label: the tagger's identity}, once per loaded tagger
+    TAG_COUNTS = "tagger_eval_tag_counts"  # {label: the model's tag counts}, once, when the run keeps metrics
+    LOAD_ERROR = "tagger_eval_load_error"  # (label, error) of a tagger that failed to load, on setup reports
 
 
 def test_post_score(
-    tagger_eval_session: EvaluationSession, tagger_run: TaggerRun, post_id: int, record_property,
-    request: pytest.FixtureRequest,
+    tagger_eval_session: Evaluation, tagger_run: TaggerRun, post_id: int,
+    record_property: Callable[[str, Any], None], request: pytest.FixtureRequest,
 ) -> None:
-    def benchmarked(infer):
+    def benchmarked(infer: Callable[[], T]) -> T:
         # Requested only by the test that runs the model: with batches, the tests served from a batch have no
         # model call of their own to time.
         benchmark = request.getfixturevalue("benchmark")
         benchmark.group = tagger_run.label
-        return benchmark.pedantic(infer, rounds=1, iterations=1, warmup_rounds=0)
+        result: T = benchmark.pedantic(infer, rounds=1, iterations=1, warmup_rounds=0)
+        return result
 
     if not tagger_run.identity_reported:  # once per loaded tagger, so the controller can name the model
-        record_property("tagger_eval_identity", {tagger_run.label: tagger_run.tagger.identity()})
+        record_property(Property.IDENTITY, {tagger_run.label: tagger_run.tagger.identity()})
         if tagger_run.settings.keep_probabilities_above is not None and (counts := tagger_run.tagger.tag_counts()):
-            record_property("tagger_eval_tag_counts", {tagger_run.label: dict(counts)})
+            record_property(Property.TAG_COUNTS, {tagger_run.label: dict(counts)})
         tagger_run.identity_reported = True
     try:
-        result = tagger_run.evaluate(
-            tagger_eval_session.dataset,
-            post_id,
-            run_inference=benchmarked,
-        )
+        result = tagger_run.evaluate(tagger_eval_session.dataset, post_id, run_inference=benchmarked)
     except PostSkipped as skip:
-        record_property("tagger_eval", tagger_run.unscored(post_id, "skipped", str(skip)).to_dict())
+        record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.SKIPPED, str(skip)).to_dict())
         pytest.skip(str(skip))
     except Exception as error:
-        record_property("tagger_eval", tagger_run.unscored(post_id, "error", f"{type(error).__name__}: {error}")
-                        .to_dict())
+        reason = f"{type(error).__name__}: {error}"
+        record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, reason).to_dict())
         raise
-    record_property("tagger_eval", result.to_dict())
+    record_property(Property.RESULT, result.to_dict())
     if not result.passed:
         pytest.fail(result.failure_message(), pytrace=False)

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from enum import StrEnum
 
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating
 
-ALL = "all"
-VOCABULARY = "vocabulary"
-SHARED = "shared"
-SCOPE_CATEGORIES: dict[str, frozenset[int] | None] = {
-    ALL: None,  # the seed's choice: every Danbooru tag, artists and meta included
-    "general": frozenset({GENERAL, RATING}),
-    "general+character": frozenset({GENERAL, CHARACTER, RATING}),
-    VOCABULARY: None,  # only tags the tagger can output: the fair comparison of one tagger
-    SHARED: None,  # only tags every selected tagger can output: the fair comparison between taggers
+
+class TagScope(StrEnum):
+    ALL = "all"  # the seed's choice: every Danbooru tag, artists and meta included
+    GENERAL = "general"
+    GENERAL_CHARACTER = "general+character"
+    VOCABULARY = "vocabulary"  # only tags the tagger can output: the fair comparison of one tagger
+    SHARED = "shared"  # only tags every selected tagger can output: the fair comparison between taggers
+
+
+# The categories a scope keeps; None: every category (`vocabulary` and `shared` filter by name instead).
+SCOPE_CATEGORIES: dict[TagScope, frozenset[int] | None] = {
+    TagScope.ALL: None,
+    TagScope.GENERAL: frozenset({GENERAL, RATING}),
+    TagScope.GENERAL_CHARACTER: frozenset({GENERAL, CHARACTER, RATING}),
+    TagScope.VOCABULARY: None,
+    TagScope.SHARED: None,
 }
-SCOPES = tuple(SCOPE_CATEGORIES)
 
 
 def scoped_tags(
     tags: Collection[str],
     categories: Mapping[str, int],
-    scope: str,
+    scope: TagScope | str,
     vocabulary: Collection[str] | None,
 ) -> set[str]:
     """The tags of `tags` that count under `scope`.
@@ -32,10 +39,10 @@ def scoped_tags(
     `shared` it is the intersection of the selected taggers' vocabularies.
     """
     if scope not in SCOPE_CATEGORIES:
-        raise ValueError(f"unknown tag scope {scope!r}; expected one of {', '.join(SCOPES)}")
-    if scope in (VOCABULARY, SHARED):
+        raise ValueError(f"unknown tag scope {scope!r}; expected one of {', '.join(TagScope)}")
+    if scope in (TagScope.VOCABULARY, TagScope.SHARED):
         return set(tags) if vocabulary is None else {tag for tag in tags if tag in vocabulary}
-    allowed = SCOPE_CATEGORIES[scope]
+    allowed = SCOPE_CATEGORIES[TagScope(scope)]
     if allowed is None:
         return set(tags)
     return {tag for tag in tags if (category := _category(tag, categories)) is None or category in allowed}

@@ -1,8 +1,9 @@
 """The tag-distance ("soft") score: a wrong tag close to a true tag the tagger missed costs less than an unrelated one.
 
-The seed score (`tagger_eval.scoring.post_score.score`) charges every wrong tag a full 1/|T|, so `very_long_hair` predicted for
-`long_hair` costs as much as `hat`. The soft score keeps the seed's scale and gives each wrong tag partial credit by
-its similarity to the closest true tag that the prediction missed. With P the predicted and T the truth tags (sets):
+The seed score (`tagger_eval.scoring.post_score.score`) charges every wrong tag a full 1/|T|, so `very_long_hair`
+predicted for `long_hair` costs as much as `hat`. The soft score keeps the seed's scale and gives each wrong tag
+partial credit by its similarity to the closest true tag that the prediction missed. With P the predicted and T the
+truth tags (sets):
 
     soft = (|P ∩ T| - Σ_{p ∈ P \\ T} (1 - s(p))) / |T|
     s(p) = max_{t ∈ T \\ P} sim(p, t)        (0 when every true tag was predicted)
@@ -30,7 +31,7 @@ default). That is the simpler rule and keeps every property above. It breaks one
 *predicting one more true tag can lower the score.* With T = {a}, P = {x, y} and sim(x, a) = sim(y, a) = 0.9 the
 soft score is (0 - 0.1 - 0.1) / 1 = -0.2; add the correct `a` and x, y lose their donor: (1 - 1 - 1) / 1 = -1.
 Frequent "hub" tags (`1girl`, `solo`) co-occur with nearly everything and are the likeliest donors. `matching=
-"one_to_one"` pairs wrong tags with missed tags one-to-one (a maximum-weight bipartite matching; unmatched wrong
+"one-to-one"` pairs wrong tags with missed tags one-to-one (a maximum-weight bipartite matching; unmatched wrong
 tags earn 0): it is never above the default, keeps every property above, and also guarantees that adding a true tag
 never lowers the score (dropping one missed tag from the matching loses at most one credit <= 1, the +1 pays for it).
 
@@ -45,14 +46,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from tagger_eval.records import PostStatus
 from tagger_eval.tags import is_rating
 
-MEASURES = ("cosine", "jaccard")
-MATCHINGS = ("max", "one_to_one")
+
+class SimilarityMeasure(StrEnum):
+    """How `TagSimilarity` compares two tags' post-incidence vectors (see its docstring)."""
+
+    COSINE = "cosine"
+    JACCARD = "jaccard"
+
+
+class SoftScoreMatching(StrEnum):
+    """How wrong tags draw credit from missed tags (module docstring)."""
+
+    MAX = "max"  # each wrong tag from its closest missed tag
+    ONE_TO_ONE = "one-to-one"  # each missed tag gives credit to one wrong tag at most (needs scipy)
 
 
 @runtime_checkable
@@ -93,12 +107,13 @@ class TagSimilarity:
     _REDUCE_AT = 1 << 24
 
     def __init__(self, index: Mapping[str, int], counts: np.ndarray, pair_codes: np.ndarray,
-                 pair_counts: np.ndarray, posts: int, min_count: int = 2, measure: str = "cosine") -> None:
+                 pair_counts: np.ndarray, posts: int, min_count: int = 2,
+                 measure: str = SimilarityMeasure.COSINE) -> None:
         """Low level; use `from_posts` or `from_dataset`. `pair_codes` are sorted `i * len(index) + j` (i < j)."""
         if min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
-        if measure not in MEASURES:
-            raise ValueError(f"unknown similarity measure {measure!r}; expected one of {', '.join(MEASURES)}")
+        if measure not in tuple(SimilarityMeasure):
+            raise ValueError(f"unknown similarity measure {measure!r}; expected one of {', '.join(SimilarityMeasure)}")
         self._index = dict(index)
         self._counts = np.asarray(counts, dtype=np.int64)
         self._pair_codes = np.asarray(pair_codes, dtype=np.int64)
@@ -115,7 +130,7 @@ class TagSimilarity:
 
     @classmethod
     def from_posts(cls, tag_sets: Iterable[Collection[str]], min_count: int = 2,
-                   measure: str = "cosine") -> TagSimilarity:
+                   measure: str = SimilarityMeasure.COSINE) -> TagSimilarity:
         """Count every tag and every co-occurring pair over the posts (one tag set per post; repeats count once).
 
         Sparse: only pairs that share a post are stored, as sorted integer codes with their counts; the pairs of all
@@ -146,7 +161,7 @@ class TagSimilarity:
         return cls(index, counts, codes, pair_counts, posts, min_count=min_count, measure=measure)
 
     @classmethod
-    def from_dataset(cls, dataset: Any, min_count: int = 2, measure: str = "cosine") -> TagSimilarity:
+    def from_dataset(cls, dataset: Any, min_count: int = 2, measure: str = SimilarityMeasure.COSINE) -> TagSimilarity:
         """From every post's truth tags of a `tagger_eval.data.dataset.Dataset` (all categories, ratings included: the
         similarity does not depend on a run's tag scope; a scope only decides which tags get compared)."""
         return cls.from_posts((post.truth for post in dataset), min_count=min_count, measure=measure)
@@ -219,7 +234,7 @@ class TagSimilarity:
         if count_a < self.min_count or count_b < self.min_count:
             return 0.0
         both = self.cooccurrence(a, b)
-        cosine = self.measure == "cosine"
+        cosine = self.measure == SimilarityMeasure.COSINE
         value = both / math.sqrt(count_a * count_b) if cosine else both / (count_a + count_b - both)
         return min(1.0, value)
 
@@ -242,7 +257,7 @@ class TagSimilarity:
                 k = np.minimum(np.searchsorted(self._pair_codes, codes), len(self._pair_codes) - 1)
                 found = usable & (self._pair_codes[k] == codes)
                 both[found] = self._pair_counts[k[found]]
-            if self.measure == "cosine":
+            if self.measure == SimilarityMeasure.COSINE:
                 denominator = np.sqrt((count_i * count_j).astype(np.float64))
             else:
                 denominator = (count_i + count_j - both).astype(np.float64)
@@ -253,24 +268,15 @@ class TagSimilarity:
         result[names_equal] = 1.0
         return result
 
-    def closest(self, tag: str, candidates: Iterable[str]) -> tuple[str, float]:
-        """The candidate most similar to `tag` and its similarity; ties go to the alphabetically first name."""
-        names = sorted(set(candidates))
-        if not names:
-            raise ValueError("closest() needs at least one candidate tag")
-        values = self.matrix([tag], names)[0]
-        best = int(np.argmax(values))
-        return names[best], float(values[best])
-
 
 # --- the soft score ------------------------------------------------------------------------------------------------
 
 
 def soft_score(predicted: Collection[str], truth: Collection[str], similarity: Similarity, *,
-               matching: str = "max") -> float:
+               matching: str = SoftScoreMatching.MAX) -> float:
     """`(|P ∩ T| - Σ_{p ∈ P \\ T} (1 - s(p))) / |T|` with `s(p) = max_{t ∈ T \\ P} sim(p, t)` (module docstring).
 
-    `matching="one_to_one"` lets each missed true tag give credit to one wrong tag only. Raises `ValueError` for an
+    `matching="one-to-one"` lets each missed true tag give credit to one wrong tag only. Raises `ValueError` for an
     empty truth set (like `scoring.score`) or a similarity outside [0, 1].
     """
     predicted_set, truth_set = set(predicted), set(truth)
@@ -281,10 +287,10 @@ def soft_score(predicted: Collection[str], truth: Collection[str], similarity: S
 
 
 def soft_score_from_errors(correct: int, truth_size: int, wrong: Iterable[str], missed: Iterable[str],
-                           similarity: Similarity, *, matching: str = "max") -> float:
+                           similarity: Similarity, *, matching: str = SoftScoreMatching.MAX) -> float:
     """The soft score from what a run keeps per post: the count of correct tags, |T|, the wrong and missed tags."""
-    if matching not in MATCHINGS:
-        raise ValueError(f"unknown matching {matching!r}; expected one of {', '.join(MATCHINGS)}")
+    if matching not in tuple(SoftScoreMatching):
+        raise ValueError(f"unknown matching {matching!r}; expected one of {', '.join(SoftScoreMatching)}")
     if truth_size <= 0:
         raise ValueError("soft score is undefined for an empty truth set: the post has no tags to compare with")
     wrong_tags = sorted(set(wrong))
@@ -294,14 +300,15 @@ def soft_score_from_errors(correct: int, truth_size: int, wrong: Iterable[str], 
     donors = sorted(tag for tag in set(missed) if not is_rating(tag))
     if earners and donors:
         table = _table(similarity, [wrong_tags[k] for k in earners], donors)
-        best = [max(row) for row in table] if matching == "max" else _matched_credits(table)
+        best = [max(row) for row in table] if matching == SoftScoreMatching.MAX else _matched_credits(table)
         for k, value in zip(earners, best, strict=True):
             credits[k] = value
     penalty = math.fsum(1.0 - value for value in credits)
     return (correct - penalty) / truth_size
 
 
-def soft_scores(results: Iterable[Any], similarity: Similarity, *, matching: str = "max") -> list[float]:
+def soft_scores(results: Iterable[Any], similarity: Similarity, *,
+                matching: str = SoftScoreMatching.MAX) -> list[float]:
     """The soft score of every *scored* result, in order (skipped and errored ones are left out).
 
     A result is a `tagger_eval.run.evaluation.PostResult` or a post entry of a results document (`results.py`): either
@@ -315,7 +322,7 @@ def soft_scores(results: Iterable[Any], similarity: Similarity, *, matching: str
         else:
             status, counts = result.status, result.counts or {}
             wrong, missed = result.wrong_tags, result.missed_tags
-        if status != "scored":
+        if status != PostStatus.SCORED:
             continue
         scores.append(soft_score_from_errors(counts["correct"], counts["truth_size"], wrong, missed, similarity,
                                              matching=matching))

@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from tagger_eval.data.dataset import Dataset
+from tagger_eval.records import PostResult, PostStatus, group_by_tagger
+from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatching, TagSimilarity, soft_scores
 from tagger_eval.scoring.threshold_metrics import PredictionSet, tagger_metrics
-from tagger_eval.run.evaluation import PostResult
-from tagger_eval.scoring.tag_distance import TagSimilarity, soft_scores
 from tagger_eval.tags import normalise_tag
-
-CATEGORY_ORDER = ("all", "general", "character", "rating", "rare")
 
 
 def frequency_ranks(tags: tuple[str, ...], counts: Mapping[str, int] | None,
@@ -68,52 +66,19 @@ def prediction_set(results: list[PostResult], counts: Mapping[str, int] | None =
 
 
 def compute(results: Iterable[PostResult], dataset: Dataset, tag_counts: Mapping[str, Mapping[str, int]] | None = None,
-            aliases: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+            aliases: Mapping[str, str] | None = None, matching: SoftScoreMatching = SoftScoreMatching.MAX,
+            measure: SimilarityMeasure = SimilarityMeasure.COSINE) -> dict[str, dict[str, Any]]:
     """Per tagger: the threshold metrics (`metrics.tagger_metrics`) and the mean soft score. "rare" tags are those
     outside the 1,000 most frequent of the model's tag list when the tagger gives counts, else of the run's truth."""
-    by_tagger: dict[str, list[PostResult]] = {}
-    for result in results:
-        if result.status == "scored" and result.truth_tags is not None:
-            by_tagger.setdefault(result.tagger, []).append(result)
-    similarity = TagSimilarity.from_dataset(dataset) if by_tagger else None
+    by_tagger = group_by_tagger(result for result in results
+                                if result.status == PostStatus.SCORED and result.truth_tags is not None)
+    similarity = TagSimilarity.from_dataset(dataset, measure=measure) if by_tagger else None
     computed = {}
     for label, group in sorted(by_tagger.items()):
         group.sort(key=lambda result: result.post)
         predictions, sizes = prediction_set(group, (tag_counts or {}).get(label), aliases)
         threshold = group[0].threshold if group[0].threshold is not None else 0.5
-        soft = soft_scores(group, similarity)
+        soft = soft_scores(group, similarity, matching=matching)
         computed[label] = {**tagger_metrics(predictions, sizes, threshold),
                            "soft_score": {"mean": statistics.fmean(soft), "median": statistics.median(soft)}}
     return computed
-
-
-def metrics_table(computed: Mapping[str, Mapping[str, Any]], scores: Mapping[str, float | None]) -> list[str]:
-    """The second table: per tagger and category, the P=R point (micro, and macro F1), MCC and average precision;
-    then each tagger's best threshold for the score and its soft score."""
-    header = ("tagger", "category", "P=R thr", "F1", "F2", "MCC", "macro thr", "macro F1", "AP macro", "AP micro")
-    rows = [header]
-    order = sorted(computed, key=lambda label: (scores.get(label) is None, -(scores.get(label) or 0.0), label))
-
-    def number(value: float | None, template: str = "{:.3f}") -> str:
-        return "-" if value is None else template.format(value)
-
-    for label in order:
-        metrics = computed[label]
-        for category in CATEGORY_ORDER:
-            if category not in metrics:
-                continue
-            entry = metrics[category]
-            micro, macro, ap = entry["micro"], entry["macro"], entry["average_precision"]
-            rows.append((label, category, number(micro["pr_threshold"]), number(micro["f1"]), number(micro["f2"]),
-                         number(micro["mcc"]), number(macro["pr_threshold"]), number(macro["f1"]),
-                         number(ap["macro"]), number(ap["micro"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    for label in order:
-        best, soft = computed[label]["best_score_threshold"], computed[label]["soft_score"]
-        lines.append(f"{label}: best threshold for the score {best['threshold']:.3f} (mean score "
-                     f"{best['mean_score']:.3f}, {number(scores.get(label))} at the run's threshold); "
-                     f"soft score {soft['mean']:.3f}")
-    return lines

@@ -25,13 +25,25 @@ Conventions and edge cases (the model authors' and this project's, matching scik
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 
 import numpy as np
 
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
 
-CATEGORIES = ("all", "general", "character", "rating", "rare")
+
+class MetricCategory(StrEnum):
+    """The tag subsets every metric is computed over, in the order tables show them."""
+
+    ALL = "all"
+    GENERAL = "general"
+    CHARACTER = "character"
+    RATING = "rating"
+    RARE = "rare"
+
+
+CATEGORIES = tuple(MetricCategory)
 SCORE_NAMES = ("precision", "recall", "f1", "f2", "mcc", "accuracy")
 # The P = R search of `tagger_metrics` (pr_breakeven's defaults): range, bracket width, halvings.
 BREAKEVEN_SEARCH = (0.01, 0.99, 1e-4, 60)
@@ -354,15 +366,15 @@ def _subset_mask(
     category: str,
     rare_rank: int,
 ) -> np.ndarray:
-    if category == "all":
+    if category == MetricCategory.ALL:
         return np.ones(categories.shape, dtype=bool)
-    if category == "general":
+    if category == MetricCategory.GENERAL:
         return (categories == GENERAL) & ~rating
-    if category == "character":
+    if category == MetricCategory.CHARACTER:
         return (categories == CHARACTER) & ~rating
-    if category == "rating":
+    if category == MetricCategory.RATING:
         return rating.copy()
-    if category == "rare":
+    if category == MetricCategory.RARE:
         if frequency_rank is not None:
             return np.asarray(frequency_rank) >= rare_rank
         # Most frequent among this run's truth pairs first (rank 0), ties by tag index.

@@ -1,19 +1,12 @@
 """The tagger interface, the registry, and the built-in taggers."""
 
+from tagger_eval.config import TaggerOptions, TaggerSpec
 from tagger_eval.taggers import deepdanbooru, servers, wd14
-from tagger_eval.taggers.base import (
-    EXECUTION_PROVIDERS,
-    Sample,
-    Tagger,
-    TaggerOptions,
-    normalise_prediction,
-    select_tags,
-)
+from tagger_eval.taggers.base import Sample, Tagger, normalise_prediction, select_tags
 from tagger_eval.taggers.control import ControlTagger
 from tagger_eval.taggers.demo import HistogramTagger, LowResolutionTagger, PixelTagger
 from tagger_eval.taggers.registry import (
     TaggerEntry,
-    TaggerSpec,
     TaggerUnavailableError,
     UnknownTaggerError,
     create,
@@ -34,7 +27,6 @@ for _entry in (*wd14.ENTRIES, *deepdanbooru.ENTRIES, *servers.ENTRIES):
     register(_entry)
 
 __all__ = [
-    "EXECUTION_PROVIDERS",
     "Sample",
     "Tagger",
     "TaggerEntry",

@@ -13,19 +13,9 @@ from PIL import Image
 from tagger_eval.data.dataset import Post
 from tagger_eval.tags import CHARACTER, is_rating, normalise_tag
 
-EXECUTION_PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 # Default per-post floor of real models: a post fails when the tagger got more tags wrong than the post has
 # (score < -1). A real evaluation sets its own floors from a baseline; this one only catches a broken pipeline.
 REAL_MODEL_SCORE_FLOOR = -1.0
-
-
-@dataclass(frozen=True)
-class TaggerOptions:
-    """Run-wide settings a backend may need to build its model or client (from the plugin's options)."""
-
-    execution_provider: str = "auto"  # onnxruntime: auto = the fastest one installed
-    threads: int | None = None  # intra-op threads for in-process models; None = one per core
-    http_timeout: float = 60.0  # seconds, for tagger servers
 
 
 @dataclass(frozen=True)

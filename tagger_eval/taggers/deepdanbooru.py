@@ -31,9 +31,10 @@ import numpy as np
 from PIL import Image
 
 from tagger_eval.checksums import file_digest
-from tagger_eval.taggers.release import cache_dir, fetch_release_zip
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
+from tagger_eval.config import ExecutionProvider, TaggerOptions
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
 from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.taggers.release import cache_dir, fetch_release_zip
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def _configure_tensorflow(tf: Any, options: TaggerOptions) -> None:
         changes.append((f"{options.threads} intra-op threads",
                         lambda: tf.config.threading.set_intra_op_parallelism_threads(options.threads)))
     gpus = tf.config.list_physical_devices("GPU")
-    if options.execution_provider == "cpu":
+    if options.execution_provider == ExecutionProvider.CPU:
         if tf.config.get_visible_devices("GPU"):
             changes.append(("running on the CPU only", lambda: tf.config.set_visible_devices([], "GPU")))
     else:

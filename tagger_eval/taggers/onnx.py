@@ -6,18 +6,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger_eval.taggers.base import TaggerOptions
+from tagger_eval.config import ExecutionProvider, TaggerOptions
 
 if TYPE_CHECKING:
     import onnxruntime
 
 # What each --execution-provider asks for, best first; CPU is always the last resort.
 PROVIDER_CHOICES = {
-    "cpu": ("CPUExecutionProvider",),
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    ExecutionProvider.CPU: ("CPUExecutionProvider",),
+    ExecutionProvider.CUDA: ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    ExecutionProvider.TENSORRT: ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
     # TensorRT builds an engine per input shape on first use, so `auto` stops at CUDA.
-    "auto": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    ExecutionProvider.AUTO: ("CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 
 
@@ -40,7 +40,7 @@ def select_providers(choice: str, available: list[str]) -> list[str]:
     except KeyError:
         known = ", ".join(PROVIDER_CHOICES)
         raise ValueError(f"unknown execution provider {choice!r}; expected one of {known}") from None
-    if choice != "auto" and wanted[0] not in available:
+    if choice != ExecutionProvider.AUTO and wanted[0] not in available:
         raise ModelLoadError(
             f"execution provider {wanted[0]} is not available here (onnxruntime offers {', '.join(available)}); "
             'for CUDA or TensorRT install onnxruntime-gpu: pip install "tagger-eval[gpu]"'

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tagger_eval.taggers.base import Tagger, TaggerOptions
+from tagger_eval.config import TaggerOptions, TaggerSpec
+from tagger_eval.taggers.base import Tagger
 
 ALL = "all"
 
@@ -38,18 +39,6 @@ class TaggerEntry:
         if self.needs_argument:
             return f"{self.name}:{self.argument_name}"
         return f"{self.name}[:{self.argument_name}]" if self.accepts_argument else self.name
-
-
-@dataclass(frozen=True)
-class TaggerSpec:
-    """One selected tagger: `name` or `name:argument`."""
-
-    name: str
-    argument: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.argument is None else f"{self.name}:{self.argument}"
 
 
 _REGISTRY: dict[str, TaggerEntry] = {}

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
+from tagger_eval.config import TaggerOptions
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
 from tagger_eval.taggers.registry import TaggerEntry
 from tagger_eval.tags import RATING_PREFIX
 

@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from tagger_eval.checksums import file_digest
+from tagger_eval.config import TaggerOptions
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
 from tagger_eval.taggers.hub import HubFiles
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerOptions
 from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
 from tagger_eval.taggers.registry import TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX

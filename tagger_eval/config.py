@@ -1,0 +1,325 @@
+"""A run's settings, parsed once at the boundary: every command-line option is declared here, its value checked by
+an argparse `type=` callable (as pytest-benchmark's `utils.parse_*` do), and the whole run described by one frozen
+`RunConfig` that the evaluation, the end of the run and the CLI share.
+
+Bad values are usage errors before any test runs. The pytest plugin adds these options to pytest's parser;
+`parse_run_config` parses the same options without pytest (for scripts and tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tagger_eval.scoring.scope import TagScope
+from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatching
+
+E = TypeVar("E", bound=StrEnum)
+DEFAULT_TOLERANCE = 0.01
+DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower
+AUTOSAVE_DIR = ".tagger-eval"
+
+
+class ConfigError(ValueError):
+    """An option value or combination that cannot run; the message names the option."""
+
+
+class MetricsMode(StrEnum):
+    OFF = "off"
+    FULL = "full"  # P=R thresholds, F1, F2, MCC, average precision, best threshold, soft score
+
+
+class ExecutionProvider(StrEnum):
+    AUTO = "auto"  # the fastest one installed
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """One selected tagger: `name` or `name:argument`."""
+
+    name: str
+    argument: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.argument is None else f"{self.name}:{self.argument}"
+
+
+@dataclass(frozen=True)
+class TaggerOptions:
+    """Run-wide settings a backend may need to build its model or client."""
+
+    execution_provider: ExecutionProvider = ExecutionProvider.AUTO
+    threads: int | None = None  # intra-op threads for in-process models; None = one per core
+    http_timeout: float = 60.0  # seconds, for tagger servers
+
+
+# Value parsers: argparse `type=` callables. argparse prefixes their messages with "argument --OPTION: ".
+
+TaggerValue = tuple[str | None, float]  # `NAME=FLOAT` or `FLOAT` (name None)
+
+
+def tagger_float(text: str) -> TaggerValue:
+    """`FLOAT` (every tagger) or `NAME=FLOAT` (one tagger)."""
+    name, _, number = text.rpartition("=")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FLOAT or NAME=FLOAT, got {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return name or None, value
+
+
+def tagger_threshold(text: str) -> TaggerValue:
+    """`tagger_float` in [0, 1): a tag is predicted when its probability is strictly greater."""
+    name, value = tagger_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold must be in [0, 1), got {text!r}")
+    return name, value
+
+
+def _number(convert: Callable[[str], float], minimum: float, maximum: float = math.inf) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not minimum <= value <= maximum:  # NaN fails too
+            bound = f"at least {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in its own messages
+    return parse
+
+
+positive_int = _number(int, 1)
+positive_float = _number(float, math.ulp(0.0))
+non_negative_float = _number(float, 0.0)
+fraction = _number(float, 0.0, 1.0)
+
+
+def choice(enum: type[E]) -> Callable[[str], E]:
+    def parse(text: str) -> E:
+        try:
+            return enum(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"unknown {enum.__name__} {text!r}; expected one of {', '.join(enum)}") from None
+
+    parse.__name__ = enum.__name__
+    return parse
+
+
+def _tag_scope(text: str) -> TagScope:
+    try:
+        return TagScope(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown scope {text!r}; expected one of {', '.join(TagScope)}") from None
+
+
+# The options, declared once for pytest's parser and for argparse.
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    help: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, add_argument: Callable[..., Any], flag: str | None = None) -> None:
+        """Declare it with `add_argument` (argparse's or pytest's `addoption`), under another flag if given."""
+        add_argument(flag or self.flag, dest=self.dest if flag is None else flag.lstrip("-").replace("-", "_"),
+                     help=self.help, **self.settings)
+
+
+def _values(metavar: str, parse: Callable[[str], TaggerValue]) -> dict[str, Any]:
+    return {"action": "append", "default": [], "metavar": metavar, "type": parse}
+
+
+TOLERANCE = Option("--tagger-tolerance",
+                   f"largest allowed fall of a tagger's mean score (default: {DEFAULT_TOLERANCE})",
+                   {"type": non_negative_float, "default": DEFAULT_TOLERANCE, "metavar": "FLOAT"})
+MAX_WORSE = Option("--tagger-max-worse",
+                   f"largest share of posts allowed to score lower (default: {DEFAULT_MAX_WORSE})",
+                   {"type": fraction, "default": DEFAULT_MAX_WORSE, "metavar": "FRACTION"})
+RUN_OPTIONS = (
+    Option("--tagger", "taggers to evaluate: registered names, NAME:ARG for families, or 'all' (every registered "
+           "tagger that can run here); repeatable", {"action": "append", "default": [], "metavar": "SPEC[,SPEC...]"}),
+    Option("--dataset", "the data.db to evaluate on (default: the bundled demo dataset)",
+           {"type": Path, "default": None, "metavar": "PATH"}),
+    Option("--threshold", "probability above which a tag is predicted (default: per tagger); repeatable",
+           _values("[NAME=]FLOAT", tagger_threshold)),
+    Option("--score-floor", "a post fails when its score is below this (default: per tagger); repeatable",
+           _values("[NAME=]FLOAT", tagger_float)),
+    Option("--character-threshold", "threshold for character tags (default: per tagger, e.g. 0.85 for WD14); "
+           "repeatable", _values("[NAME=]FLOAT", tagger_threshold)),
+    Option("--tag-scope", "which truth tags count (default: all, every Danbooru tag; shared: the tags every selected "
+           "tagger can output)", {"type": _tag_scope, "default": TagScope.ALL, "metavar": "|".join(TagScope)}),
+    Option("--expand-implications", "add to each post's truth what its tags imply (needs the dataset's "
+           "tag_implications)", {"action": "store_true"}),
+    Option("--tagger-metrics", "full: also P=R threshold, F1, F2, MCC, average precision per category, the best "
+           "threshold for the score, and the tag-distance soft score",
+           {"type": choice(MetricsMode), "default": MetricsMode.OFF, "metavar": "|".join(MetricsMode)}),
+    Option("--soft-score-matching", "with --tagger-metrics=full: max (default) lets several wrong tags draw credit "
+           "from one missed tag; one-to-one pairs them (needs scipy)",
+           {"type": choice(SoftScoreMatching), "default": SoftScoreMatching.MAX,
+            "metavar": "|".join(SoftScoreMatching)}),
+    Option("--soft-score-similarity", "with --tagger-metrics=full: how tag co-occurrence makes two tags similar in "
+           "the soft score: cosine (default) or jaccard (stricter)",
+           {"type": choice(SimilarityMeasure), "default": SimilarityMeasure.COSINE,
+            "metavar": "|".join(SimilarityMeasure)}),
+    Option("--execution-provider", "onnxruntime provider for ONNX taggers (default: auto, the fastest installed)",
+           {"type": choice(ExecutionProvider), "default": ExecutionProvider.AUTO,
+            "metavar": "|".join(ExecutionProvider)}),
+    Option("--tagger-batch-size", "images per model call; the next batch decodes while the model runs (default: 1)",
+           {"type": positive_int, "default": 1, "metavar": "N"}),
+    Option("--tagger-threads", "intra-op threads for in-process models (default: one per core)",
+           {"type": positive_int, "default": None, "metavar": "N"}),
+    Option("--http-timeout", "timeout of each request to a tagger server (default: 60)",
+           {"type": positive_float, "default": 60.0, "metavar": "SECONDS"}),
+    Option("--tagger-results", f"write the run's results JSON here (default: a new numbered file in {AUTOSAVE_DIR}/)",
+           {"type": Path, "default": None, "metavar": "PATH"}),
+    Option("--no-tagger-results", "do not save the run's results", {"action": "store_true"}),
+    Option("--tagger-baseline", "fail the session when a tagger regressed against this saved results file",
+           {"type": Path, "default": None, "metavar": "PATH"}),
+    TOLERANCE,
+    MAX_WORSE,
+    Option("--tagger-report", "write charts and an HTML page of the run into DIR",
+           {"type": Path, "default": None, "metavar": "DIR"}),
+)
+
+
+# The parsed run.
+
+
+@dataclass(frozen=True)
+class PerTagger:
+    """A setting given for every tagger (`FLOAT`) and/or for some (`NAME=FLOAT`); the last value given wins."""
+
+    default: float | None = None
+    by_name: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: Iterable[TaggerValue]) -> PerTagger:
+        default, by_name = None, {}
+        for name, value in values:
+            if name is None:
+                default = value
+            else:
+                by_name[name] = value
+        return cls(default, by_name)
+
+    def pick(self, spec: TaggerSpec, fallback: float | None) -> float | None:
+        """The value for one tagger: by its label, then its name, then the global value, then `fallback`."""
+        for key in (spec.label, spec.name):
+            if key in self.by_name:
+                return self.by_name[key]
+        return fallback if self.default is None else self.default
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a run counts as a regression against a saved one (`--tagger-baseline`, `tagger-eval compare`)."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    max_worse: float = DEFAULT_MAX_WORSE
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What the end of a run writes."""
+
+    results_path: Path | None = None  # None with `autosave`: a new numbered file under the rootdir's AUTOSAVE_DIR
+    autosave: bool = True
+    baseline: Path | None = None
+    report_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one evaluation run does, checked."""
+
+    taggers: tuple[TaggerSpec, ...]
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # taggers `all` left out -> why
+    dataset: Path | None = None  # None: the bundled demo dataset
+    thresholds: PerTagger = PerTagger()
+    floors: PerTagger = PerTagger()
+    character_thresholds: PerTagger = PerTagger()
+    scope: TagScope = TagScope.ALL
+    expand_implications: bool = False
+    metrics: MetricsMode = MetricsMode.OFF
+    soft_score_matching: SoftScoreMatching = SoftScoreMatching.MAX
+    soft_score_similarity: SimilarityMeasure = SimilarityMeasure.COSINE
+    batch_size: int = 1
+    tagger_options: TaggerOptions = TaggerOptions()
+    output: OutputConfig = OutputConfig()
+    gate: GateConfig = GateConfig()
+
+    @classmethod
+    def from_options(cls, options: Any, select: Callable[[list[str]], tuple[list[TaggerSpec], dict[str, str]]]
+                     | None = None) -> RunConfig:
+        """From parsed options (pytest's `config.option` or an argparse namespace); `select` resolves `--tagger`
+        against the tagger registry (default: the installed one)."""
+        if select is None:
+            from tagger_eval.taggers import parse_specs as select
+        specs, unavailable = select(options.tagger)
+        config = cls(
+            taggers=tuple(specs), unavailable=unavailable, dataset=options.dataset,
+            thresholds=PerTagger.from_values(options.threshold), floors=PerTagger.from_values(options.score_floor),
+            character_thresholds=PerTagger.from_values(options.character_threshold),
+            scope=options.tag_scope, expand_implications=options.expand_implications, metrics=options.tagger_metrics,
+            soft_score_matching=options.soft_score_matching, soft_score_similarity=options.soft_score_similarity,
+            batch_size=options.tagger_batch_size,
+            tagger_options=TaggerOptions(options.execution_provider, options.tagger_threads, options.http_timeout),
+            output=OutputConfig(options.tagger_results, not options.no_tagger_results, options.tagger_baseline,
+                                options.tagger_report),
+            gate=GateConfig(options.tagger_tolerance, options.tagger_max_worse),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """What no single option can check alone."""
+        labels = {spec.label for spec in self.taggers} | {spec.name for spec in self.taggers}
+        for option, values in (("--threshold", self.thresholds), ("--score-floor", self.floors),
+                                ("--character-threshold", self.character_thresholds)):
+            for name in values.by_name:
+                if name not in labels:
+                    raise ConfigError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")
+        if self.metrics == MetricsMode.FULL and self.soft_score_matching == SoftScoreMatching.ONE_TO_ONE:
+            try:
+                import scipy.optimize  # noqa: F401
+            except ImportError:
+                raise ConfigError("--soft-score-matching=one-to-one needs scipy: pip install scipy") from None
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagger-eval run options", exit_on_error=False, add_help=False)
+    for option in RUN_OPTIONS:
+        option.add_to(parser.add_argument)
+    return parser
+
+
+def parse_run_config(argv: Sequence[str]) -> RunConfig:
+    """The `RunConfig` of pytest-style options (`["--tagger=demo-pixel", "--threshold=0.4"]`), without pytest."""
+    try:
+        options, extra = run_parser().parse_known_args(argv)
+    except argparse.ArgumentError as error:
+        raise ConfigError(str(error)) from None
+    if extra:
+        raise ConfigError(f"unknown options: {' '.join(extra)}")
+    return RunConfig.from_options(options)
