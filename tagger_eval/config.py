@@ -67,22 +67,26 @@ class TaggerOptions:
 TaggerValue = tuple[str | None, float]  # `NAME=FLOAT` or `FLOAT` (name None)
 
 
-def tagger_float(text: str) -> TaggerValue:
-    """`FLOAT` (every tagger) or `NAME=FLOAT` (one tagger)."""
+def _split_tagger_value(text: str) -> TaggerValue:
     name, _, number = text.rpartition("=")
     try:
-        value = float(number)
+        return name or None, float(number)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected FLOAT or NAME=FLOAT, got {text!r}") from None
+
+
+def tagger_float(text: str) -> TaggerValue:
+    """`FLOAT` (every tagger) or `NAME=FLOAT` (one tagger)."""
+    name, value = _split_tagger_value(text)
     if math.isnan(value):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return name or None, value
+    return name, value
 
 
 def tagger_threshold(text: str) -> TaggerValue:
     """`tagger_float` in [0, 1): a tag is predicted when its probability is strictly greater."""
-    name, value = tagger_float(text)
-    if not 0.0 <= value < 1.0:
+    name, value = _split_tagger_value(text)
+    if not 0.0 <= value < 1.0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"a threshold must be in [0, 1), got {text!r}")
     return name, value
 

@@ -43,6 +43,9 @@ class PostResult:
     probabilities: dict[str, float] | None = None
     categories: dict[str, int] | None = None  # of the kept tags, for the per-category metrics
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", PostStatus(self.status))  # a plain "scored" from JSON or a caller
+
     @property
     def score(self) -> float:
         assert self.counts is not None, "only scored results have a score"
@@ -64,7 +67,7 @@ class PostResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PostResult:
-        return cls(**{**data, "status": PostStatus(data["status"])})
+        return cls(**data)
 
 
 def group_by_tagger(results: Iterable[PostResult]) -> dict[str, list[PostResult]]:

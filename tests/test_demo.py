@@ -13,7 +13,9 @@ import pytest
 
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.run.evaluation import EvaluationSession, PostResult
+from tagger_eval.config import parse_run_config
+from tagger_eval.records import PostResult
+from tagger_eval.run.evaluation import Evaluation
 from tagger_eval.tags import CATEGORY_NAMES, CHARACTER, COPYRIGHT, GENERAL, RATING_LETTERS
 
 BUNDLED = demo.DEFAULT_DIR
@@ -56,7 +58,7 @@ def bundled() -> Dataset:
 @pytest.fixture(scope="module")
 def evaluation() -> dict[str, tuple[list[PostResult], list[dict[str, float]]]]:
     """Every tagger `all` selects on every bundled post: the results and each raw model output."""
-    session = EvaluationSession("all")
+    session = Evaluation(parse_run_config(["--tagger=all"]))
     outcome = {}
     try:
         for spec in session.specs:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tagger_eval.scoring.scope import SCOPES, scoped_tags
+from tagger_eval.scoring.scope import TagScope, scoped_tags
 from tagger_eval.scoring.post_score import score
 from tagger_eval.taggers.base import normalise_prediction, select_tags
 from tagger_eval.tags import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META, RATING
@@ -24,7 +24,7 @@ TAGS = {*CATEGORIES, "unknown_tag"}
 
 
 def test_scopes_are_the_five_documented_ones():
-    assert set(SCOPES) == {"all", "general", "general+character", "vocabulary", "shared"}
+    assert set(TagScope) == {"all", "general", "general+character", "vocabulary", "shared"}
 
 
 def test_shared_scope_keeps_the_shared_vocabulary():
@@ -142,7 +142,7 @@ def posts(draw):
     return truth, categories, vocabulary
 
 
-@given(posts(), st.sampled_from(SCOPES))
+@given(posts(), st.sampled_from(list(TagScope)))
 def test_control_scores_exactly_one_in_every_scope(post, scope):
     truth, categories, vocabulary = post
     scoped_truth = scoped_tags(truth, categories, scope, vocabulary)
@@ -152,7 +152,7 @@ def test_control_scores_exactly_one_in_every_scope(post, scope):
     assert score(scoped_prediction, scoped_truth) == 1.0
 
 
-@given(posts(), st.sampled_from(SCOPES), st.floats(min_value=0.0, max_value=0.99))
+@given(posts(), st.sampled_from(list(TagScope)), st.floats(min_value=0.0, max_value=0.99))
 def test_control_through_select_tags_scores_exactly_one(post, scope, threshold):
     # what the control tagger does: every truth tag at probability 1.0, then the threshold rule, then the scope
     truth, categories, vocabulary = post
@@ -164,7 +164,7 @@ def test_control_through_select_tags_scores_exactly_one(post, scope, threshold):
     assert score(predicted, scoped_truth) == 1.0
 
 
-@given(posts(), st.sampled_from(SCOPES))
+@given(posts(), st.sampled_from(list(TagScope)))
 def test_scoped_tags_is_a_subset_and_idempotent(post, scope):
     truth, categories, vocabulary = post
     once = scoped_tags(truth, categories, scope, vocabulary)

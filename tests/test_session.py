@@ -1,4 +1,5 @@
-"""`tagger_eval.run.evaluation` (options, settings, per-post evaluation) and `tagger_eval.reports.leaderboard` (the leaderboard)."""
+"""`tagger_eval.config` (options), `tagger_eval.run.evaluation` (settings, per-post evaluation) and
+`tagger_eval.reports.leaderboard` (the leaderboard)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,10 @@ from PIL import Image
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset, DatasetError
 from tagger_eval.scoring.post_score import score_post
-from tagger_eval.run.evaluation import (
-    DEFAULT_DATASET,
-    EvaluationSession,
-    PostResult,
-    PostSkipped,
-    TaggerRun,
-    TaggerSettings,
-    parse_float_options,
-)
+from tagger_eval.config import ConfigError, PerTagger, parse_run_config, tagger_float
+from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.records import PostResult
+from tagger_eval.run.evaluation import Evaluation, PostSkipped, TaggerRun, TaggerSettings
 from tagger_eval.reports.leaderboard import format_table, summarise, summary_lines
 from tagger_eval.taggers import Sample, Tagger, TaggerSpec, UnknownTaggerError, entries
 
@@ -68,34 +64,51 @@ def small_dataset(small_db: Path):
         yield dataset
 
 
-def session(*args, **kwargs) -> EvaluationSession:
-    opened = EvaluationSession(*args, **kwargs)
+OPTION_FLAGS = {"threshold_options": "--threshold", "floor_options": "--score-floor", "scope": "--tag-scope",
+                "dataset_path": "--dataset"}
+
+
+def open_evaluation(taggers: str, **options: str | Path | list[str]) -> Evaluation:
+    """An `Evaluation` configured as `pytest --tagger=TAGGERS --threshold=...` would configure it."""
+    argv = [f"--tagger={taggers}"]
+    for name, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        argv += [f"{OPTION_FLAGS[name]}={item}" for item in values]
+    return Evaluation(parse_run_config(argv))
+
+
+def session(taggers: str, **options: str | Path | list[str]) -> Evaluation:
+    opened = open_evaluation(taggers, **options)
     opened.close()  # the tests below only read settings; the dataset file has been checked by now
     return opened
 
 
-# parse_float_options
+# Per-tagger option values
 
 
-def test_parse_float_options_global_and_per_tagger() -> None:
-    assert parse_float_options(["0.4", "demo-pixel=0.6"], "--threshold") == (0.4, {"demo-pixel": 0.6})
+def per_tagger(values: list[str]) -> PerTagger:
+    return PerTagger.from_values(tagger_float(value) for value in values)
 
 
-def test_parse_float_options_last_value_wins() -> None:
-    assert parse_float_options(["0.1", "0.2", "a=1", "a=-3"], "--score-floor") == (0.2, {"a": -3.0})
+def test_per_tagger_values_global_and_per_tagger() -> None:
+    assert per_tagger(["0.4", "demo-pixel=0.6"]) == PerTagger(0.4, {"demo-pixel": 0.6})
 
 
-def test_parse_float_options_without_values() -> None:
-    assert parse_float_options([], "--threshold") == (None, {})
+def test_per_tagger_values_last_value_wins() -> None:
+    assert per_tagger(["0.1", "0.2", "a=1", "a=-3"]) == PerTagger(0.2, {"a": -3.0})
+
+
+def test_per_tagger_values_without_values() -> None:
+    assert per_tagger([]) == PerTagger(None, {})
 
 
 @pytest.mark.parametrize("value", ["x=abc", "abc", "demo-pixel="])
-def test_parse_float_options_rejects_non_numbers_naming_the_option(value: str) -> None:
-    with pytest.raises(ValueError, match=rf"--score-floor: expected FLOAT or NAME=FLOAT, got '{value}'"):
-        parse_float_options(["0.5", value], "--score-floor")
+def test_per_tagger_values_reject_non_numbers_naming_the_option(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"--score-floor: expected FLOAT or NAME=FLOAT, got '{value}'"):
+        parse_run_config(["--tagger=control", "--score-floor=0.5", f"--score-floor={value}"])
 
 
-# EvaluationSession settings
+# Evaluation settings
 
 
 def test_per_tagger_setting_beats_global_beats_tagger_default() -> None:
@@ -135,7 +148,7 @@ def test_per_tagger_option_for_an_unselected_tagger_is_an_error(option: str) -> 
 
 @pytest.mark.parametrize("threshold", ["1.0", "1.5", "-0.1", "demo-pixel=1", "nan"])
 def test_threshold_outside_zero_to_one_is_an_error(threshold: str) -> None:
-    with pytest.raises(ValueError, match=r"--threshold must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"--threshold: a threshold must be in \[0, 1\)"):
         session("demo-pixel", threshold_options=[threshold])
 
 
@@ -168,11 +181,11 @@ def test_all_selects_control_and_the_demo_taggers() -> None:
 
 def test_a_missing_dataset_file_is_a_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="dataset not found"):
-        EvaluationSession("control", dataset_path=tmp_path / "missing" / "data.db")
+        open_evaluation("control", dataset_path=tmp_path / "missing" / "data.db")
 
 
 def test_a_session_reads_the_dataset_it_is_given(small_db: Path) -> None:
-    evaluation = EvaluationSession("control", dataset_path=str(small_db))
+    evaluation = open_evaluation("control", dataset_path=str(small_db))
     try:
         assert evaluation.dataset.post_ids() == [1, 2, 3]
     finally:
@@ -183,7 +196,7 @@ def test_a_session_reads_the_dataset_it_is_given(small_db: Path) -> None:
 
 
 def test_a_post_without_its_image_is_skipped_naming_the_path(small_db: Path) -> None:
-    evaluation = EvaluationSession("control", dataset_path=small_db)
+    evaluation = open_evaluation("control", dataset_path=small_db)
     try:
         run = evaluation.load(evaluation.specs[0])
         with pytest.raises(PostSkipped, match="image file missing") as skipped:
@@ -257,8 +270,8 @@ def test_run_inference_wraps_the_model_call(small_dataset: Dataset) -> None:
 
 
 def test_a_higher_threshold_predicts_fewer_tags() -> None:
-    low = EvaluationSession("demo-pixel", threshold_options=["0.3"])
-    high = EvaluationSession("demo-pixel", threshold_options=["0.95"])
+    low = open_evaluation("demo-pixel", threshold_options=["0.3"])
+    high = open_evaluation("demo-pixel", threshold_options=["0.95"])
     try:
         post_ids = low.dataset.post_ids()[:16]
         low_run, high_run = low.load(low.specs[0]), high.load(high.specs[0])
@@ -430,7 +443,7 @@ def test_predictions_under_an_old_tag_name_follow_the_dataset_aliases(tmp_path: 
             ("cat_ear", "cat_ears", "deleted"),  # inactive aliases are ignored
         ])
     connection.close()
-    opened = EvaluationSession("control", dataset_path=db_path)
+    opened = open_evaluation("control", dataset_path=db_path)
     try:
         assert opened.tag_aliases == {"animal_ear": "animal_ears"}
         run = TaggerRun(TaggerSettings(TaggerSpec("fixed"), 0.5, 0.0, "vocabulary"),

@@ -25,7 +25,7 @@ from tagger_eval.scoring.tag_distance import (
 )
 from tagger_eval.tags import is_rating
 
-MATCHINGS = ["max", "one_to_one"]
+MATCHINGS = ["max", "one-to-one"]
 
 
 class TableSimilarity:
@@ -68,7 +68,7 @@ def test_worked_example_near_miss_earns_more_than_an_unrelated_tag():
     assert score(predicted, truth) == 0.0
     # one-to-one: long_hair gives its credit to one wrong tag only, the best pairing very_long_hair (0.5);
     # hat is unmatched: (2 - 0.5 - 1) / 3 = 0.5 / 3
-    assert soft_score(predicted, truth, similarity, matching="one_to_one") == 0.5 / 3
+    assert soft_score(predicted, truth, similarity, matching="one-to-one") == 0.5 / 3
 
 
 def test_worked_example_near_duplicate_of_a_predicted_tag_earns_nothing():
@@ -99,18 +99,18 @@ def test_max_rule_lets_several_wrong_tags_share_one_donor_and_one_to_one_does_no
     # predicting a as well takes the donor away: (1 - 1 - 1) / 1 = -1, LOWER than without the correct tag
     assert soft_score({"a", "x", "y"}, {"a"}, similarity) == -1.0
     # one-to-one: a credits one of them: (0 - 0.25 - 1) / 1 = -1.25, and adding a correct tag does not hurt: -1
-    assert soft_score({"x", "y"}, {"a"}, similarity, matching="one_to_one") == -1.25
-    assert soft_score({"a", "x", "y"}, {"a"}, similarity, matching="one_to_one") == -1.0
+    assert soft_score({"x", "y"}, {"a"}, similarity, matching="one-to-one") == -1.25
+    assert soft_score({"a", "x", "y"}, {"a"}, similarity, matching="one-to-one") == -1.0
 
 
 def test_one_to_one_finds_the_best_pairing_not_the_greedy_one():
     # greedy (x takes its best, a) would leave y with nothing: 0.875 + 0; the best pairing is x-b, y-a: 0.75 + 0.75
     similarity = table(x__a=0.875, x__b=0.75, y__a=0.75)
     # (0 - 0.25 - 0.25) / 2
-    assert soft_score({"x", "y"}, {"a", "b"}, similarity, matching="one_to_one") == -0.25
+    assert soft_score({"x", "y"}, {"a", "b"}, similarity, matching="one-to-one") == -0.25
     # more wrong tags than missed ones (the matcher works on the transposed table): x-a, y unmatched, z unmatched
     similarity = table(x__a=0.5, y__a=0.25)
-    assert soft_score({"x", "y", "z"}, {"a"}, similarity, matching="one_to_one") == (0 - 0.5 - 1 - 1) / 1
+    assert soft_score({"x", "y", "z"}, {"a"}, similarity, matching="one-to-one") == (0 - 0.5 - 1 - 1) / 1
 
 
 @pytest.mark.parametrize("predicted", [[], ["a"], ["rating:general"]])
@@ -223,10 +223,10 @@ def test_adding_a_wrong_tag_never_raises_the_score(predicted, truth, similarity,
 
 @given(tag_sets, nonempty_tag_sets, similarity_tables)
 def test_one_to_one_never_above_max_and_adding_a_true_tag_never_lowers_it(predicted, truth, similarity):
-    strict = soft_score(predicted, truth, similarity, matching="one_to_one")
+    strict = soft_score(predicted, truth, similarity, matching="one-to-one")
     assert score(predicted, truth) <= strict <= soft_score(predicted, truth, similarity)
     for extra in truth - predicted:
-        assert soft_score(predicted | {extra}, truth, similarity, matching="one_to_one") >= strict
+        assert soft_score(predicted | {extra}, truth, similarity, matching="one-to-one") >= strict
 
 
 @given(tag_sets, nonempty_tag_sets, similarity_tables, matchings)
@@ -321,16 +321,7 @@ def test_rating_tags_are_similar_to_nothing_else():
     assert similarity.count("rating:general") == 6
     assert similarity.similarity("rating:general", "a") == 0.0  # always together, still 0
     assert similarity.cooccurrence("rating:general", "a") == 0  # ratings form no pairs at all
-    assert similarity.closest("rating:general", ["a", "b"]) == ("a", 0.0)
-
-
-def test_closest_breaks_ties_alphabetically_and_needs_candidates():
-    similarity = TagSimilarity.from_posts([["x", "a"], ["x", "b"], ["x", "c", "c"], ["c", "d"]], min_count=1)
-    # c(x) = 3, c(a) = c(b) = 1, c(c) = 2: cosines a, b = 1/sqrt(3), c = 1/sqrt(6), d = 0
-    assert similarity.closest("x", ["d", "c", "b", "a"]) == ("a", 1 / math.sqrt(3))
-    assert similarity.closest("x", {"x", "a"}) == ("x", 1.0)
-    with pytest.raises(ValueError, match="candidate"):
-        similarity.closest("x", [])
+    assert similarity.matrix(["rating:general"], ["a", "b"]).tolist() == [[0.0, 0.0]]
 
 
 def test_a_string_is_not_a_tag_set():
@@ -385,7 +376,9 @@ def test_demo_characters_are_fully_similar_to_their_shape(demo_similarity, demo_
     # in the demo a character tag is exactly its colour_shape pair, so the two always appear together
     assert all((character in post) == (shape in post) for post in demo_posts)
     assert demo_similarity.similarity(character, shape) == 1.0
-    assert demo_similarity.closest(character, demo_similarity.tags - {character}) == (shape, 1.0)
+    others = sorted(demo_similarity.tags - {character})
+    fully_similar = [tag for tag, value in zip(others, demo_similarity.matrix([character], others)[0]) if value == 1.0]
+    assert fully_similar == [shape]
 
 
 def test_demo_never_cooccurring_tags_are_not_similar(demo_similarity, demo_posts):
