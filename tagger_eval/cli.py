@@ -1,4 +1,7 @@
-"""`tagger-eval`: the commands that live outside a pytest run."""
+"""`tagger-eval`: the commands that live outside a pytest run.
+
+`compare` and `report` read saved results only: they import no tagger backend (nor onnxruntime or TensorFlow).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagger_eval import taggers
 from tagger_eval.config import MAX_WORSE, TOLERANCE, GateConfig
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
@@ -17,6 +19,8 @@ from tagger_eval.tags import RATING_LETTERS
 
 def list_taggers() -> int:
     """Every registered tagger, whether it can run here, and if not, why and how to fix it."""
+    from tagger_eval import taggers
+
     rows = []
     for entry in taggers.entries():
         rows.append((entry.usage, entry.unavailable_reason(), entry.description))
@@ -31,6 +35,8 @@ def list_taggers() -> int:
 
 def fetch(names: Sequence[str]) -> int:
     """Download the files of registered taggers (the only command that needs the network)."""
+    from tagger_eval import taggers
+
     status = 0
     for spec in names:
         name, _, argument = spec.partition(":")
@@ -128,13 +134,7 @@ def make_demo(out: Path) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tagger-eval", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list registered taggers and whether each can run here")
-    fetch_parser = commands.add_parser("fetch", help="download the model files of registered taggers")
-    fetch_parser.add_argument("names", nargs="+", metavar="NAME",
-                              help="tagger names as `tagger-eval list` shows them; NAME:REVISION pins a hub revision")
+def _add_download_command(commands: argparse._SubParsersAction) -> None:
     get = commands.add_parser("download", help="download a stratified sample of Danbooru posts into a data.db",
                               description="Credentials, when needed, come from DANBOORU_LOGIN and DANBOORU_API_KEY.")
     get.add_argument("--out", type=Path, required=True, help="the data.db to write (images go beside it)")
@@ -154,28 +154,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--with-tag-relations", action="store_true",
                      help="also store the tag aliases, implications and tag post counts of the tags seen")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")
+    get.set_defaults(run=download)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagger-eval", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list registered taggers and whether each can run here").set_defaults(
+        run=lambda args: list_taggers())
+    fetch_parser = commands.add_parser("fetch", help="download the model files of registered taggers")
+    fetch_parser.add_argument("names", nargs="+", metavar="NAME",
+                              help="tagger names as `tagger-eval list` shows them; NAME:REVISION pins a hub revision")
+    fetch_parser.set_defaults(run=lambda args: fetch(args.names))
+    _add_download_command(commands)
     versus = commands.add_parser("compare", help="compare two results files; exits 1 when a tagger regressed")
     versus.add_argument("old", type=Path, help="the baseline results JSON")
     versus.add_argument("new", type=Path, help="the results JSON to check")
     TOLERANCE.add_to(versus.add_argument, "--tolerance")
     MAX_WORSE.add_to(versus.add_argument, "--max-worse")
+    versus.set_defaults(run=compare_runs)
     charts = commands.add_parser("report", help="charts and an HTML page of a results file")
     charts.add_argument("results", type=Path, help="a results JSON")
     charts.add_argument("--out", type=Path, required=True, help="directory for the PNG charts and index.html")
+    charts.set_defaults(run=report)
     make = commands.add_parser("make-demo", help="regenerate the synthetic demo dataset (byte-identical)")
     make.add_argument("--out", type=Path, default=demo.DEFAULT_DIR, help="target directory (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        return list_taggers()
-    if args.command == "fetch":
-        return fetch(args.names)
-    if args.command == "download":
-        return download(args)
-    if args.command == "compare":
-        return compare_runs(args)
-    if args.command == "report":
-        return report(args)
-    return make_demo(args.out)
+    make.set_defaults(run=lambda args: make_demo(args.out))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -279,7 +279,9 @@ class RunConfig:
         """From parsed options (pytest's `config.option` or an argparse namespace); `select` resolves `--tagger`
         against the tagger registry (default: the installed one)."""
         if select is None:
-            from tagger_eval.taggers import parse_specs as select
+            from tagger_eval.taggers import parse_specs
+
+            select = parse_specs
         specs, unavailable = select(options.tagger)
         config = cls(
             taggers=tuple(specs), unavailable=unavailable, dataset=options.dataset,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from functools import lru_cache
 
 # Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings.
@@ -48,10 +47,6 @@ def normalise_tag(name: str) -> str:
     if "\\" in tag and not _UNESCAPED_PARENTHESIS.search(tag):
         tag = _ESCAPED_PARENTHESIS.sub(r"\1", tag)
     return tag
-
-
-def normalise_tags(names: Iterable[str]) -> set[str]:
-    return {tag for tag in map(normalise_tag, names) if tag}
 
 
 def is_rating(tag: str) -> bool:

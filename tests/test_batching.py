@@ -110,4 +110,4 @@ def test_the_next_batch_is_decoding_while_the_model_runs() -> None:
 def test_a_batch_size_below_one_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--tagger=control", "--tagger-batch-size=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--tagger-batch-size must be at least 1, got 0*"])
+    result.stderr.fnmatch_lines(["*--tagger-batch-size: must be at least 1, got 0*"])

@@ -9,8 +9,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from hooked_tagger import hooked_entry
 
-from tagger_eval.run.evaluation import EvaluationSession
+from tagger_eval.config import parse_run_config
+from tagger_eval.run.evaluation import Evaluation
+from tagger_eval.taggers import registered
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
@@ -28,9 +31,9 @@ def summary_rows(result: pytest.RunResult) -> dict[str, list[str]]:
     return rows
 
 
-def expected_scores(tagger: str, dataset: Path | None = None, **options) -> dict[int, float]:
-    """Each post's score computed by the library directly, outside pytest."""
-    session = EvaluationSession(tagger, dataset_path=dataset, **options)
+def expected_scores(tagger: str, *options: str) -> dict[int, float]:
+    """Each post's score computed by the library directly, outside pytest, with the same options."""
+    session = Evaluation(parse_run_config([f"--tagger={tagger}", *options]))
     run = session.load(session.specs[0])
     try:
         return {post_id: run.evaluate(session.dataset, post_id).score for post_id in session.dataset.post_ids()}
@@ -136,7 +139,7 @@ def test_tag_scope_changes_the_scores(pytester: pytest.Pytester) -> None:
     all_rows, general_rows = summary_rows(result_all), summary_rows(result_general)
     assert all_rows["control"][3] == general_rows["control"][3] == "1.000"
     # Without the unseeable copyright/artist/meta tags the demo tagger scores higher.
-    expected = expected_scores("demo-pixel", scope="general")
+    expected = expected_scores("demo-pixel", "--tag-scope=general")
     assert float(general_rows["demo-pixel"][3]) == pytest.approx(sum(expected.values()) / len(expected), abs=5e-4)
     assert float(general_rows["demo-pixel"][3]) > float(all_rows["demo-pixel"][3])
     result_general.stdout.fnmatch_lines(["tag scope: general"])
@@ -167,27 +170,13 @@ def test_inference_runs_once_per_post_and_is_benchmarked_per_tagger(pytester: py
     # pytest-benchmark turns itself off inside an xdist worker, which this suite may itself run in.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     db_path = demo_subset(posts=5)
-    calls = pytester.path / "calls.txt"
-    pytester.makeconftest(f"""
-        from tagger_eval.taggers import TaggerEntry, register
-        from tagger_eval.taggers.control import ControlTagger
-
-        class CountingTagger(ControlTagger):
-            name = "counting"
-
-            def predict(self, samples):
-                with open({str(calls)!r}, "a") as log:
-                    log.write("call\\n")
-                return super().predict(samples)
-
-        register(TaggerEntry("counting", "counts its calls", lambda argument, options: CountingTagger()))
-    """)
+    calls: list[int] = []
     json_path = pytester.path / "bench.json"
-    # A subprocess, so the test tagger registered by this conftest stays out of this process's registry.
-    result = pytester.runpytest_subprocess("--tagger=counting,control", f"--dataset={db_path}",
-                                           f"--benchmark-json={json_path}")
+    with registered(hooked_entry("counting", lambda samples: calls.append(len(samples)))):
+        result = pytester.runpytest_inprocess("--tagger=counting,control", f"--dataset={db_path}",
+                                              f"--benchmark-json={json_path}")
     assert result.ret == pytest.ExitCode.OK
-    assert calls.read_text().count("call") == 5
+    assert calls == [1] * 5
     benchmarks = json.loads(json_path.read_text())["benchmarks"]
     assert len(benchmarks) == 10
     assert {b["group"] for b in benchmarks} == {"counting", "control"}

@@ -1,4 +1,5 @@
-"""`tagger_eval.reports.html_report`: the charts' data, the PNG files and the self-contained HTML page, on real documents."""
+"""`tagger_eval.reports.charts` and `.html_report`: the charts' data, the PNG files and the self-contained HTML page,
+on real documents."""
 
 from __future__ import annotations
 
@@ -17,26 +18,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagger_eval.reports import html_report as report
-from tagger_eval.reports.html_report import (
+from tagger_eval.config import parse_run_config
+from tagger_eval.records import PostResult, document_order
+from tagger_eval.reports import charts
+from tagger_eval.reports.charts import (
     chart_label,
     error_rate_series,
     error_rates_figure,
     histogram_bins,
     histogram_counts,
-    report_from_file,
     runtime_figure,
     runtime_series,
     score_histograms,
     scores_figure,
-    table_rows,
-    tagger_order,
-    write_report,
 )
-from tagger_eval.reports.results import ResultsError, build_document, dataset_identity, save
-from tagger_eval.scoring.post_score import score_post
-from tagger_eval.run.evaluation import EvaluationSession, PostResult
+from tagger_eval.reports.html_report import report_from_file, table_rows, write_report
 from tagger_eval.reports.leaderboard import COLUMNS, format_table, summarise
+from tagger_eval.reports.results import ResultsError, build_document, dataset_identity, save
+from tagger_eval.run.evaluation import Evaluation
+from tagger_eval.scoring.post_score import score_post
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHARTS = ["scores.png", "scores-nonnegative.png", "error-rates.png", "score-vs-runtime.png"]
@@ -206,9 +206,9 @@ def test_histogram_bins_are_multiples_of_the_width_around_every_value() -> None:
     assert histogram_bins([0.5, 1.0], lower=0.0)[0] == 0.0
     assert len(histogram_bins([])) >= 2
     wide = histogram_bins([-60.0, 1.0])  # a tagger gone wild: wider bins, not thousands
-    assert len(wide) - 1 <= report.MAX_BINS and wide[0] <= -60.0 and wide[-1] > 1.0
+    assert len(wide) - 1 <= charts.MAX_BINS and wide[0] <= -60.0 and wide[-1] > 1.0
     wild = histogram_bins([-1e6, 1.0])
-    assert len(wild) - 1 <= report.MAX_BINS + 2 and wild[0] <= -1e6 and wild[-1] > 1.0
+    assert len(wild) - 1 <= charts.MAX_BINS + 2 and wild[0] <= -1e6 and wild[-1] > 1.0
 
 
 def test_score_histograms_count_every_scored_post(document: dict) -> None:
@@ -319,8 +319,8 @@ def test_runtime_series_plots_mean_score_against_milliseconds(document: dict) ->
 
 def test_taggers_best_first_and_nothing_scored_last(document: dict) -> None:
     assert list(document["taggers"]) == sorted(document["taggers"])  # the document itself is alphabetical
-    assert tagger_order(document) == ["best", "norating", WEBUI, "mid", "neg", "nothing"]
-    assert tagger_order(document) == [summary.tagger for summary in summarise(hand_results())]
+    assert document_order(document) == ["best", "norating", WEBUI, "mid", "neg", "nothing"]
+    assert document_order(document) == [summary.tagger for summary in summarise(hand_results())]
 
 
 def test_chart_labels_lose_their_middle_to_an_ellipsis_and_keep_dollars_literal() -> None:
@@ -466,12 +466,12 @@ def test_many_taggers_with_long_labels_grow_the_figures_and_keep_full_labels_in_
             assert height > 2 * one_height, many_png.name
     assert len(scores_figure(document).axes) == 12
     ticks = [label.get_text() for label in error_rates_figure(document).axes[0].get_yticklabels()]
-    assert all(len(tick.replace(r"\$", "$")) == report.LABEL_WIDTH and "\u2026" in tick for tick in ticks)
+    assert all(len(tick.replace(r"\$", "$")) == charts.LABEL_WIDTH and "\u2026" in tick for tick in ticks)
     assert len(set(ticks)) == 12  # still tell the taggers apart
     figure = runtime_figure(document)  # ranks at the points, a key below: long labels side by side would collide
     assert [text.get_text() for text in figure.axes[0].texts] == [str(rank) for rank in range(1, 13)]
     key = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert key == [f"{rank}  {chart_label(label)}" for rank, label in enumerate(tagger_order(document), 1)]
+    assert key == [f"{rank}  {chart_label(label)}" for rank, label in enumerate(document_order(document), 1)]
     page = Page(written[-1].read_text(encoding="utf-8"))
     assert sorted(row[0] for row in page.rows) == sorted(labels)
     assert all(label in "".join(page.text) for label in labels)
@@ -481,12 +481,13 @@ def test_many_taggers_with_long_labels_grow_the_figures_and_keep_full_labels_in_
 
 
 def test_report_of_a_real_demo_evaluation_from_its_file(demo_subset: Callable[..., Path], tmp_path: Path) -> None:
-    session = EvaluationSession(["control", "demo-pixel", "demo-histogram"], dataset_path=demo_subset(8))
+    session = Evaluation(parse_run_config(["--tagger=control,demo-pixel,demo-histogram",
+                                            f"--dataset={demo_subset(8)}"]))
     try:
         runs = [session.load(spec) for spec in session.specs]
         results = [run.evaluate(session.dataset, post) for run in runs for post in session.dataset.post_ids()]
         identities = {run.label: run.tagger.identity() for run in runs}
-        document = build_document(results, identities, dataset_identity(session.dataset), session.scope)
+        document = build_document(results, identities, dataset_identity(session.dataset), session.config.scope)
     finally:
         session.close()
     path = save(document, tmp_path / "results.json")

@@ -10,9 +10,10 @@ import pytest
 from builders import comparable_results
 
 from tagger_eval.cli import main as cli_main
+from tagger_eval.config import GateConfig
 from tagger_eval.reports.compare import compare, failure_messages, format_comparison
 from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
-from tagger_eval.run.evaluation import DEFAULT_DATASET
+from tagger_eval.data.demo_dataset import DEFAULT_DATASET
 from tagger_eval.reports.leaderboard import summarise
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
@@ -109,8 +110,8 @@ def document(scores: dict[str, dict[int, float | None]], dataset_hash: str = "ab
 
 def test_a_mean_that_falls_past_the_tolerance_regresses() -> None:
     baseline = document({"t": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5}})
-    [within] = compare(baseline, document({"t": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.47}}), tolerance=0.01, max_worse=0.5)
-    [beyond] = compare(baseline, document({"t": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.44}}), tolerance=0.01, max_worse=0.5)
+    [within] = compare(baseline, document({"t": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.47}}), GateConfig(0.01, 0.5))
+    [beyond] = compare(baseline, document({"t": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.44}}), GateConfig(0.01, 0.5))
     assert within.delta == pytest.approx(-0.0075) and not within.regressed
     assert beyond.delta == pytest.approx(-0.015) and beyond.regressed
     assert beyond.problems == ["mean score fell from 0.5000 to 0.4850 (-0.0150, tolerance 0.01)"]
@@ -120,13 +121,13 @@ def test_too_many_worse_posts_regress_even_when_the_mean_holds() -> None:
     baseline = document({"t": {post: 0.5 for post in range(1, 11)}})
     # Three posts lose 0.1, one gains 0.3: the mean is unchanged, but 30 % of the posts got worse.
     new = document({"t": {**{post: 0.5 for post in range(1, 11)}, 1: 0.4, 2: 0.4, 3: 0.4, 4: 0.8}})
-    [row] = compare(baseline, new, tolerance=0.01, max_worse=0.2)
+    [row] = compare(baseline, new, GateConfig(0.01, 0.2))
     assert row.delta == pytest.approx(0.0) and (len(row.worse), row.better) == (3, 1)
     assert row.problems == ["3 of 10 posts scored lower (more than 20% allowed)"]
     [message] = failure_messages([row])
     assert message.startswith("t regressed: 3 of 10 posts scored lower")
     assert "post 1 0.500 -> 0.400" in message
-    [lenient] = compare(baseline, new, tolerance=0.01, max_worse=0.3)
+    [lenient] = compare(baseline, new, GateConfig(0.01, 0.3))
     assert not lenient.regressed
 
 
@@ -157,9 +158,10 @@ def test_runs_on_different_data_are_not_compared() -> None:
 def test_the_summary_of_a_document_matches_its_posts() -> None:
     """The document's aggregates come from the same PostResults as the terminal's leaderboard."""
     from tagger_eval.reports.results import build_document
-    from tagger_eval.run.evaluation import EvaluationSession
+    from tagger_eval.config import parse_run_config
+    from tagger_eval.run.evaluation import Evaluation
 
-    session = EvaluationSession("demo-histogram")
+    session = Evaluation(parse_run_config(["--tagger=demo-histogram"]))
     try:
         tagger_run = session.load(session.specs[0])
         results = [tagger_run.evaluate(session.dataset, post_id) for post_id in session.dataset.post_ids()]

@@ -133,7 +133,8 @@ def test_the_soft_score_matches_its_formula(metrics_document: dict, demo_pixel_r
 
 def test_the_settings_say_what_was_on(metrics_document: dict) -> None:
     assert metrics_document["document"]["settings"] == {"tag_scope": "all", "expand_implications": False,
-                                                        "metrics": "full"}
+                                                        "metrics": "full", "soft_score_matching": "max",
+                                                        "soft_score_similarity": "cosine"}
 
 
 def test_shared_scope_keeps_the_tags_every_tagger_can_output(pytester: pytest.Pytester, wd14_v3_dir: Path) -> None:
@@ -209,9 +210,9 @@ def test_a_metrics_run_ranks_rare_tags_by_the_model_counts(pytester: pytest.Pyte
     captured: dict = {}
     original = plugin.finish_run
 
-    def spy(*args, **kwargs):
-        captured.update(kwargs.get("tag_counts") or {})
-        return original(*args, **kwargs)
+    def spy(evaluation, collected, *args, **kwargs):
+        captured.update(collected.tag_counts)
+        return original(evaluation, collected, *args, **kwargs)
 
     plugin.finish_run = spy
     try:
@@ -222,3 +223,23 @@ def test_a_metrics_run_ranks_rare_tags_by_the_model_counts(pytester: pytest.Pyte
     assert result.ret == pytest.ExitCode.OK
     assert list(captured) == [f"wd14-onnx:{wd14_v3_dir}"]  # demo taggers have no counts
     assert captured[f"wd14-onnx:{wd14_v3_dir}"]["red_theme"] == 996
+
+
+def test_the_soft_score_options_reach_the_run(pytester: pytest.Pytester, demo_pixel_run: dict) -> None:
+    """`--soft-score-matching` and `--soft-score-similarity` change the run's soft score exactly as the formula says."""
+    out = pytester.path / "run.json"
+    result = pytester.runpytest("--tagger=demo-pixel", "--tagger-metrics=full", "--soft-score-matching=one-to-one",
+                                "--soft-score-similarity=jaccard", f"--tagger-results={out}", "--benchmark-disable")
+    assert result.ret == pytest.ExitCode.OK
+    document = load(out)
+    assert document["settings"]["soft_score_matching"] == "one-to-one"
+    assert document["settings"]["soft_score_similarity"] == "jaccard"
+    with Dataset(DEFAULT_DATASET) as dataset:
+        similarity = TagSimilarity.from_dataset(dataset, measure="jaccard")
+    pairs = list(zip(demo_pixel_run["posts"], demo_pixel_run["outputs"], strict=True))
+    strict = [soft_score(select_tags(output, 0.5), post.truth, similarity, matching="one-to-one")
+              for post, output in pairs]
+    lenient = [soft_score(select_tags(output, 0.5), post.truth, similarity) for post, output in pairs]
+    soft = document["taggers"]["demo-pixel"]["metrics"]["soft_score"]
+    assert soft["mean"] == pytest.approx(statistics.fmean(strict), abs=1e-12)
+    assert statistics.fmean(strict) <= statistics.fmean(lenient)

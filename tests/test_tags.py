@@ -10,7 +10,6 @@ from tagger_eval.tags import (
     RATING_TAGS,
     is_rating,
     normalise_tag,
-    normalise_tags,
     rating_tag,
     split_tag_string,
 )
@@ -43,19 +42,6 @@ def test_normalise_tag(name, expected):
 @pytest.mark.parametrize("name", ["", " ", "   ", "\t\n"])
 def test_normalise_tag_blank_is_empty(name):
     assert normalise_tag(name) == ""
-
-
-def test_normalise_tags_merges_spellings_and_drops_empty_names():
-    names = ["Long Hair", "long_hair", "", "   ", "smile", " Smile ", "hatsune miku \\(vocaloid\\)"]
-    assert normalise_tags(names) == {"long_hair", "smile", "hatsune_miku_(vocaloid)"}
-
-
-def test_normalise_tags_of_only_blanks_is_empty():
-    assert normalise_tags(["", " ", "\t"]) == set()
-
-
-def test_normalise_tags_accepts_any_iterable():
-    assert normalise_tags(name for name in ["A B", "c"]) == {"a_b", "c"}
 
 
 @pytest.mark.parametrize(

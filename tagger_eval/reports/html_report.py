@@ -1,414 +1,24 @@
-"""A results document as charts and one self-contained HTML page.
+"""A results document as one self-contained HTML page, next to its charts.
 
-`write_report(document, out_dir)` writes into `out_dir`:
-
-- `scores.png`: per-tagger histograms of the score of every scored post, on one shared x range, the mean marked;
-- `scores-nonnegative.png`: the same for the scores >= 0 only (as the seed's author plotted them);
-- `error-rates.png`: the three pooled error rates of the summary per tagger (wrong tags, practical, rating);
-- `score-vs-runtime.png`: mean score against mean inference time per image;
-- `index.html`: the run's context, the leaderboard, each tagger's identity and the charts, embedded as data: URIs.
-
-Matplotlib is used through `Figure` and the Agg canvas only (no pyplot, no backend switch), so a report can be
-written from inside a pytest process. The same document always gives the same bytes.
-
-The data behind each chart comes from a small pure function (`histogram_counts`, `score_histograms`,
-`error_rate_series`, `runtime_series`), so what is drawn can be checked without reading pixels.
+`write_report(document, out_dir)` writes the four charts of `charts.CHARTS` into `out_dir` and `index.html`: the
+run's context, the leaderboard, each tagger's identity and the charts, embedded as data: URIs. The same document
+always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
-import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, PercentFormatter
-
-from tagger_eval.reports.leaderboard import COLUMNS, TaggerSummary, table_cells
+from tagger_eval.records import ResultsDocument, TaggerResults, TaggerSummary, document_order
+from tagger_eval.reports.charts import CHARTS, render_charts
+from tagger_eval.reports.leaderboard import COLUMNS, table_cells
 from tagger_eval.reports.results import load
-
-BIN_WIDTH = 0.05
-MAX_BINS = 120
-# Chart labels longer than this lose their middle to an ellipsis; the HTML always has the full text.
-LABEL_WIDTH = 40
-DPI = 100
-# More points than this are labelled with their rank and a key: long labels next to each other collide.
-DIRECT_LABELS = 6
-FIGURE_WIDTH = 8.5  # inches
-# Explicit settings, so a user's matplotlibrc changes as little as possible and nothing varies between runs.
-STYLE = {"font.size": 9, "axes.titlesize": 9, "svg.hashsalt": "tagger-eval", "svg.fonttype": "path"}
-# PNG metadata: no Software key (it would carry the matplotlib version) and no time.
-PNG_METADATA = {"Software": None}
-# (summary field, chart legend): the leaderboard's order.
-ERROR_RATES = (
-    ("error_rate", "wrong tags"),
-    ("practical_error_rate", "practical error (ratings left out)"),
-    ("rating_error_rate", "rating errors"),
-)
-NO_SCORED_POSTS = "no scored posts"
-NO_RUNTIME = "no runtime recorded"
-
-
-# Order and labels
-
-
-def tagger_order(document: Mapping[str, Any]) -> list[str]:
-    """Labels best first, as the leaderboard sorts them: mean score descending, taggers with nothing scored last."""
-
-    def key(label: str) -> tuple[bool, float, str]:
-        mean = document["taggers"][label]["summary"].get("mean_score")
-        return mean is None, -(mean or 0.0), label
-
-    return sorted(document["taggers"], key=key)
-
-
-def chart_label(label: str, width: int = LABEL_WIDTH) -> str:
-    """The label as a chart shows it: at most `width` characters, `$` kept literal.
-
-    A longer label loses its middle to an ellipsis: its start says which backend, its end which model (a model
-    directory, a webui `#MODEL`), so labels of one backend stay apart.
-    """
-    if len(label) > width:
-        head = (width - 1) * 2 // 5
-        label = label[:head] + "\u2026" + label[len(label) - (width - 1 - head):]
-    return label.replace("$", r"\$")  # matplotlib would read text between two `$` as mathtext
-
-
-def _scores(entry: Mapping[str, Any]) -> list[float]:
-    return [float(post["score"]) for post in entry["posts"].values() if post.get("status") == "scored"]
-
-
-def _summary(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-    return entry["summary"]
-
-
-# Pure chart data
-
-
-def histogram_bins(values: Iterable[float], width: float = BIN_WIDTH, lower: float | None = None) -> list[float]:
-    """Bin edges on multiples of `width` around every value (and `lower` when given); wider when the range is huge.
-
-    At least one bin, so a single value or no value at all still has an axis.
-    """
-    finite = [float(value) for value in values if math.isfinite(value)]
-    if lower is not None:
-        finite.append(lower)
-    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    for step in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):  # keep the bins readable for a tagger gone wild
-        if (high - low) / (width * step) <= MAX_BINS:
-            width = width * step
-            break
-    else:
-        width = (high - low) / MAX_BINS
-    # The top edge lies above the highest value, so a value on an edge (a perfect 1.0) has a bin of its own.
-    first = math.floor(low / width + 1e-9)
-    last = math.floor(high / width + 1e-9) + 1
-    edges = [round(index * width, 10) for index in range(first, last + 1)]
-    while edges[0] > low:
-        edges.insert(0, round(edges[0] - width, 10))
-    while edges[-1] <= high:
-        edges.append(round(edges[-1] + width, 10))
-    return edges
-
-
-def histogram_counts(scores: Iterable[float], bins: Sequence[float]) -> list[int]:
-    """Posts per bin: `[bins[i], bins[i+1])`, the last bin closed (as `numpy.histogram`); values outside dropped."""
-    edges = np.asarray(bins, dtype=float)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"bins must be at least two increasing edges, got {list(bins)}")
-    values = np.asarray(list(scores), dtype=float)
-    inside = values[(values >= edges[0]) & (values <= edges[-1])]
-    index = np.minimum(np.searchsorted(edges, inside, side="right") - 1, len(edges) - 2)
-    return [int(count) for count in np.bincount(index, minlength=len(edges) - 1)]
-
-
-@dataclass(frozen=True)
-class Histogram:
-    tagger: str
-    counts: list[int]
-    shown: int  # posts in the bars
-    below_zero: int  # scored posts left out for a score below 0 (the non-negative chart only)
-    mean: float | None  # of the scores shown
-    mean_all: float  # of every scored post (the summary's mean score)
-
-
-@dataclass(frozen=True)
-class HistogramSeries:
-    bins: list[float]
-    histograms: list[Histogram]  # best first
-    left_out: list[str]  # taggers without scored posts
-
-
-def score_histograms(document: Mapping[str, Any], nonnegative: bool = False) -> HistogramSeries:
-    """What `scores.png` (or, with `nonnegative`, `scores-nonnegative.png`) draws: one shared set of bins."""
-    shown: dict[str, list[float]] = {}
-    everything: dict[str, list[float]] = {}
-    left_out = []
-    for label in tagger_order(document):
-        scores = _scores(document["taggers"][label])
-        if not scores:
-            left_out.append(label)
-            continue
-        everything[label] = scores
-        shown[label] = [score for score in scores if score >= 0] if nonnegative else scores
-    bins = histogram_bins([score for scores in shown.values() for score in scores],
-                          lower=0.0 if nonnegative else None)
-    histograms = [
-        Histogram(
-            tagger=label,
-            counts=histogram_counts(scores, bins),
-            shown=len(scores),
-            below_zero=len(everything[label]) - len(scores),
-            mean=float(np.mean(scores)) if scores else None,
-            mean_all=float(np.mean(everything[label])),
-        )
-        for label, scores in shown.items()
-    ]
-    return HistogramSeries(bins=bins, histograms=histograms, left_out=left_out)
-
-
-@dataclass(frozen=True)
-class ErrorRateSeries:
-    taggers: list[str]  # best first
-    rates: dict[str, list[float | None]]  # summary field -> one value per tagger; None: no denominator
-    left_out: list[str]  # taggers without scored posts
-
-
-def error_rate_series(document: Mapping[str, Any]) -> ErrorRateSeries:
-    """What `error-rates.png` draws: the summary's rates as they are (fractions), None kept as None."""
-    order = tagger_order(document)
-    taggers = [label for label in order if _summary(document["taggers"][label]).get("posts")]
-    rates = {field: [_summary(document["taggers"][label]).get(field) for label in taggers]
-             for field, _ in ERROR_RATES}
-    return ErrorRateSeries(taggers=taggers, rates=rates, left_out=[label for label in order if label not in taggers])
-
-
-@dataclass(frozen=True)
-class RuntimePoint:
-    tagger: str
-    runtime_ms: float
-    mean_score: float
-
-
-@dataclass(frozen=True)
-class RuntimeSeries:
-    points: list[RuntimePoint]  # best first
-    left_out: list[tuple[str, str]]  # (tagger, why)
-    log_x: bool  # the runtimes span more than a factor of 10
-
-
-def runtime_series(document: Mapping[str, Any]) -> RuntimeSeries:
-    """What `score-vs-runtime.png` draws: mean score against the mean milliseconds per image."""
-    points, left_out = [], []
-    for label in tagger_order(document):
-        summary = _summary(document["taggers"][label])
-        if summary.get("mean_score") is None:
-            left_out.append((label, NO_SCORED_POSTS))
-        elif summary.get("mean_runtime_s") is None:
-            left_out.append((label, NO_RUNTIME))
-        else:
-            points.append(RuntimePoint(label, summary["mean_runtime_s"] * 1000, summary["mean_score"]))
-    runtimes = [point.runtime_ms for point in points]
-    log_x = bool(runtimes) and min(runtimes) > 0 and max(runtimes) > 10 * min(runtimes)
-    return RuntimeSeries(points=points, left_out=left_out, log_x=log_x)
-
-
-# Figures
-
-
-def _left_out_notes(left_out: Iterable[tuple[str, str]], label: Callable[[str], str]) -> list[str]:
-    by_reason: dict[str, list[str]] = {}
-    for tagger, reason in left_out:
-        by_reason.setdefault(reason, []).append(label(tagger))
-    return [f"left out ({reason}): {', '.join(taggers)}" for reason, taggers in by_reason.items()]
-
-
-def _figure(height: float) -> Figure:
-    figure = Figure(figsize=(FIGURE_WIDTH, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _title(figure: Figure, title: str, notes: Sequence[str]) -> None:
-    lines = [title, *(line for note in notes for line in textwrap.wrap(note, 110))]
-    figure.suptitle("\n".join(lines), fontsize=10)
-
-
-def _empty(figure: Figure, message: str) -> None:
-    axes = figure.add_subplot()
-    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
-    axes.set_axis_off()
-
-
-def _colours(count: int) -> list[tuple[float, ...]]:
-    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"].colors
-    return [palette[index % len(palette)] for index in range(count)]
-
-
-def scores_figure(document: Mapping[str, Any], nonnegative: bool = False) -> Figure:
-    series = score_histograms(document, nonnegative)
-    which = "scores >= 0 only" if nonnegative else "all scored posts"
-    notes = _left_out_notes(((tagger, NO_SCORED_POSTS) for tagger in series.left_out), chart_label)
-    count = len(series.histograms)
-    figure = _figure(max(3.5, 1.3 + 1.7 * count))
-    _title(figure, f"Score per post ({which}; bins of {series.bins[1] - series.bins[0]:g})", notes)
-    if not count:
-        _empty(figure, "no tagger has a scored post")
-        return figure
-    axes_list = figure.subplots(count, 1, sharex=True, squeeze=False)[:, 0]
-    widths = np.diff(series.bins)
-    for axes, histogram, colour in zip(axes_list, series.histograms, _colours(count), strict=True):
-        axes.bar(series.bins[:-1], histogram.counts, width=widths, align="edge", color=colour,
-                 edgecolor="white", linewidth=0.5)
-        # The means go in the title: a legend would hide bars.
-        if not nonnegative:
-            title = f"{histogram.shown} posts, mean {histogram.mean_all:.3f} (line)"
-        elif not histogram.below_zero:
-            title = f"{histogram.shown} posts, none below 0, mean {histogram.mean_all:.3f} (line)"
-        else:
-            shown = "nothing shown" if histogram.mean is None else f"mean of shown {histogram.mean:.3f} (line)"
-            title = (f"{histogram.shown} posts shown, {histogram.below_zero} below 0 left out; {shown}, "
-                     f"mean of all {histogram.mean_all:.3f} (dashed)")
-        axes.set_title(f"{chart_label(histogram.tagger)}: {title}", loc="left")
-        if histogram.mean is not None:
-            axes.axvline(histogram.mean, color="black", linewidth=1.2)
-        if nonnegative and histogram.below_zero:
-            axes.axvline(histogram.mean_all, color="black", linewidth=1.2, linestyle="--")
-        axes.set_ylabel("posts")
-        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylim(0, max(max(histogram.counts), 1) * 1.1)
-    axes_list[-1].set_xlim(series.bins[0], series.bins[-1])
-    axes_list[-1].set_xlabel("score")
-    return figure
-
-
-def error_rates_figure(document: Mapping[str, Any]) -> Figure:
-    """Grouped horizontal bars, best tagger at the top; a missing rate is written `n/a`, never drawn as 0."""
-    series = error_rate_series(document)
-    notes = _left_out_notes(((tagger, NO_SCORED_POSTS) for tagger in series.left_out), chart_label)
-    missing = any(value is None for values in series.rates.values() for value in values)
-    if missing:
-        notes.append("n/a: nothing to count (no predicted tag, or no predicted rating)")
-    count = len(series.taggers)
-    figure = _figure(max(3.5, 1.6 + 0.85 * count))
-    _title(figure, "Error rates (pooled over the scored posts)", notes)
-    if not count:
-        _empty(figure, "no tagger has a scored post")
-        return figure
-    axes = figure.add_subplot()
-    values = [value for rates in series.rates.values() for value in rates if value is not None]
-    right = max(max(values, default=0.0), 0.01) * 1.22
-    height = 0.26
-    colours = _colours(len(ERROR_RATES))
-    for row, ((field, _), colour) in enumerate(zip(ERROR_RATES, colours, strict=True)):
-        offset = (row - 1) * height
-        for index, value in enumerate(series.rates[field]):
-            y = index + offset
-            if value is None:
-                axes.text(right * 0.01, y, "n/a", va="center", fontsize=8, style="italic", color="dimgray")
-                continue
-            (bar,) = axes.barh(y, value, height=height * 0.95, color=colour)
-            bar.set_gid(f"{field}:{index}")
-            axes.text(value + right * 0.01, y, f"{value:.1%}", va="center", fontsize=7)
-    handles = [Patch(color=colour, label=legend) for (_, legend), colour in zip(ERROR_RATES, colours, strict=True)]
-    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
-    axes.set_yticks(range(count), [chart_label(tagger) for tagger in series.taggers])
-    axes.set_ylim(count - 0.5, -0.5)  # best first, at the top
-    axes.set_xlim(0, right)
-    axes.xaxis.set_major_formatter(PercentFormatter(xmax=1))
-    axes.set_xlabel("share")
-    return figure
-
-
-def runtime_figure(document: Mapping[str, Any]) -> Figure:
-    """Each point labelled with its tagger; with many taggers, with its rank and a key below (labels would collide)."""
-    series = runtime_series(document)
-    notes = _left_out_notes(series.left_out, chart_label)
-    keyed = len(series.points) > DIRECT_LABELS
-    figure = _figure(5.5 + (0.2 * math.ceil(len(series.points) / 2) if keyed else 0))
-    _title(figure, "Mean score against mean inference time", notes)
-    if not series.points:
-        _empty(figure, "no tagger has both a scored post and a runtime")
-        return figure
-    axes = figure.add_subplot()
-    for rank, (point, colour) in enumerate(zip(series.points, _colours(len(series.points)), strict=True), 1):
-        axes.scatter([point.runtime_ms], [point.mean_score], color=[colour], s=36, zorder=3,
-                     label=f"{rank}  {chart_label(point.tagger)}")
-        text = str(rank) if keyed else chart_label(point.tagger)
-        annotation = axes.annotate(text, (point.runtime_ms, point.mean_score), xytext=(5, 4),
-                                   textcoords="offset points", fontsize=8)
-        annotation.set_in_layout(False)  # room is made with the x limits, not by shrinking the axes
-    if keyed:
-        figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False, title="key (best first)",
-                      title_fontsize=8)
-    axes.margins(x=0.2, y=0.12)
-    if series.log_x:
-        axes.set_xscale("log")
-    else:  # from 0, with room on the right for the labels
-        axes.set_xlim(0, max(point.runtime_ms for point in series.points) * (1.15 if keyed else 1.35) or 1.0)
-    axes.set_xlabel("ms per image (mean" + (", log scale)" if series.log_x else ")"))
-    axes.set_ylabel("mean score")
-    axes.grid(True, alpha=0.3)
-    return figure
-
-
-@dataclass(frozen=True)
-class Chart:
-    filename: str
-    title: str
-    build: Callable[[Mapping[str, Any]], Figure]
-    notes: Callable[[Mapping[str, Any]], list[str]]  # in full text, for the page
-
-
-def _histogram_notes(document: Mapping[str, Any]) -> list[str]:
-    return _left_out_notes(((tagger, NO_SCORED_POSTS) for tagger in score_histograms(document).left_out), str)
-
-
-def _nonnegative_notes(document: Mapping[str, Any]) -> list[str]:
-    below = [f"{h.tagger} ({h.below_zero})" for h in score_histograms(document, nonnegative=True).histograms
-             if h.below_zero]
-    return [*_histogram_notes(document), f"posts below 0 left out: {', '.join(below) if below else 'none'}"]
-
-
-def _error_notes(document: Mapping[str, Any]) -> list[str]:
-    series = error_rate_series(document)
-    notes = _left_out_notes(((tagger, NO_SCORED_POSTS) for tagger in series.left_out), str)
-    for field, legend in ERROR_RATES:
-        missing = [tagger for tagger, value in zip(series.taggers, series.rates[field], strict=True) if value is None]
-        if missing:
-            notes.append(f"{legend}: n/a (nothing to count) for {', '.join(missing)}")
-    return notes
-
-
-CHARTS = (
-    Chart("scores.png", "Score per post, all scored posts", scores_figure, _histogram_notes),
-    Chart("scores-nonnegative.png", "Score per post, scores >= 0 only",
-          lambda document: scores_figure(document, nonnegative=True), _nonnegative_notes),
-    Chart("error-rates.png", "Error rates", error_rates_figure, _error_notes),
-    Chart("score-vs-runtime.png", "Mean score against ms per image", runtime_figure,
-          lambda document: _left_out_notes(runtime_series(document).left_out, str)),
-)
-
-
-def render_png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_figure(buffer, format="png", dpi=DPI, metadata=PNG_METADATA)
-    return buffer.getvalue()
-
-
-# The page
-
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -424,6 +34,19 @@ code { font-size: 0.9em; overflow-wrap: anywhere; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .note { color: #555; font-size: 0.9em; }
 """
+HEAD = (
+    "<!DOCTYPE html>",
+    '<html lang="en">',
+    "<head>",
+    '<meta charset="utf-8">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    "<title>tagger-eval report</title>",
+    f"<style>{CSS}</style>",
+    "</head>",
+    "<body>",
+    "<h1>tagger-eval report</h1>",
+)
+SERVER = "applied by the server"
 
 
 def _text(value: Any) -> str:
@@ -443,98 +66,87 @@ def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
 
 
 def _summary_object(summary: Mapping[str, Any]) -> TaggerSummary:
+    """The summary of a document as the leaderboard's type; keys it does not know (a newer writer's) are ignored."""
     names = {field.name for field in fields(TaggerSummary)}
     return TaggerSummary(**{name: value for name, value in summary.items() if name in names})
 
 
-def table_rows(document: Mapping[str, Any]) -> list[list[str]]:
+def table_rows(document: ResultsDocument) -> list[list[str]]:
     """The leaderboard's cells, best tagger first, formatted exactly as the terminal table (unescaped)."""
-    rows = []
-    for label in tagger_order(document):
-        summary = _summary_object({**_summary(document["taggers"][label]), "tagger": label})
-        rows.append(table_cells(summary))
-    return rows
+    return [table_cells(_summary_object({**document["taggers"][label]["summary"], "tagger": label}))
+            for label in document_order(document)]
 
 
-def render_html(document: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """The page; `images` maps each chart's file name to its PNG bytes."""
-    dataset = document.get("dataset") or {}
-    commit = document.get("commit")
-    run = [
-        ("dataset", _text(dataset.get("path"))),
-        ("posts", _text(dataset.get("posts"))),
-        ("content sha256", f"<code>{_text(dataset.get('content_sha256'))}</code>"),
-        *((f"dataset {_text(key)}", _text(value)) for key, value in (dataset.get("metadata") or {}).items()),
-        ("tag scope", _text((document.get("settings") or {}).get("tag_scope"))),
-        ("created at", _text(document.get("created_at"))),
-        ("tagger-eval", _text(document.get("tagger_eval_version"))),
+def _run_facts(document: ResultsDocument) -> list[tuple[str, str]]:
+    """What was evaluated, on what, by which version: the page's first lines."""
+    dataset, commit = document["dataset"], document["commit"]
+    return [
+        ("dataset", _text(dataset["path"])),
+        ("posts", _text(dataset["posts"])),
+        ("content sha256", f"<code>{_text(dataset['content_sha256'])}</code>"),
+        *((f"dataset {_text(key)}", _text(value)) for key, value in dataset["metadata"].items()),
+        ("tag scope", _text(document["settings"].get("tag_scope"))),
+        ("created at", _text(document["created_at"])),
+        ("tagger-eval", _text(document["tagger_eval_version"])),
         ("commit", "-" if not commit else
          f"<code>{_text(commit.get('id'))}</code>{' (uncommitted changes)' if commit.get('dirty') else ''}"),
     ]
-    order = tagger_order(document)
-    anchors = {label: f"tagger-{index + 1}" for index, label in enumerate(order)}
-    lines = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>tagger-eval report</title>",
-        f"<style>{CSS}</style>",
-        "</head>",
-        "<body>",
-        "<h1>tagger-eval report</h1>",
-        *_facts(run),
-        "<h2>Summary</h2>",
-    ]
-    if order:
-        lines += ['<table class="summary">', "<thead>",
-                  "<tr>" + "".join(f'<th scope="col">{html.escape(header)}</th>' for header, _, _ in COLUMNS)
-                  + "</tr>", "</thead>", "<tbody>"]
-        for label, row in zip(order, table_rows(document), strict=True):
-            first = f'<a href="#{anchors[label]}">{html.escape(row[0])}</a>'
-            lines.append("<tr>" + f"<td>{first}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in row[1:])
-                         + "</tr>")
-        lines += ["</tbody>", "</table>"]
-        lines.append('<p class="note">Best mean score first. Error rates are pooled over the scored posts; '
-                     "ms/image is the mean time of one <code>predict</code> call.</p>")
-    else:
-        lines.append("<p>No tagger was evaluated.</p>")
-    lines.append("<h2>Taggers</h2>")
-    for label in order:
-        entry = document["taggers"][label]
-        by_server = entry.get("threshold") is None
-        settings = [("threshold", "applied by the server" if by_server else _text(entry["threshold"])),
-                    ("character threshold", "applied by the server" if by_server
-                     else "the threshold" if entry.get("character_threshold") is None
-                     else _text(entry["character_threshold"])),
-                    ("score floor", _text(entry.get("score_floor")))]
-        identity = [(_text(key), _text(value)) for key, value in (entry.get("identity") or {}).items()]
-        lines += [f'<section id="{anchors[label]}">', f"<h3>{html.escape(label)}</h3>", *_facts(settings)]
-        lines += _facts(identity) if identity else ['<p class="note">No identity recorded.</p>']
-        lines.append("</section>")
-    lines.append("<h2>Charts</h2>")
+
+
+def _summary_table(document: ResultsDocument, anchors: Mapping[str, str]) -> list[str]:
+    """The leaderboard, each tagger linked to its section (`anchors`: label -> id, best first)."""
+    if not anchors:
+        return ["<p>No tagger was evaluated.</p>"]
+    header = "".join(f'<th scope="col">{html.escape(header)}</th>' for header, _, _ in COLUMNS)
+    lines = ['<table class="summary">', "<thead>", f"<tr>{header}</tr>", "</thead>", "<tbody>"]
+    for anchor, row in zip(anchors.values(), table_rows(document), strict=True):
+        first = f'<a href="#{anchor}">{html.escape(row[0])}</a>'
+        lines.append(f"<tr><td>{first}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in row[1:]) + "</tr>")
+    return [*lines, "</tbody>", "</table>",
+            '<p class="note">Best mean score first. Error rates are pooled over the scored posts; '
+            "ms/image is the mean time of one <code>predict</code> call.</p>"]
+
+
+def _tagger_section(label: str, entry: TaggerResults, anchor: str) -> list[str]:
+    """One tagger's thresholds and identity, the target of its leaderboard link."""
+    threshold, character = entry["threshold"], entry["character_threshold"]
+    settings = [("threshold", SERVER if threshold is None else _text(threshold)),
+                ("character threshold", SERVER if threshold is None
+                 else "the threshold" if character is None else _text(character)),
+                ("score floor", _text(entry["score_floor"]))]
+    identity = [(_text(key), _text(value)) for key, value in entry["identity"].items()]
+    return [f'<section id="{anchor}">', f"<h3>{html.escape(label)}</h3>", *_facts(settings),
+            *(_facts(identity) if identity else ['<p class="note">No identity recorded.</p>']), "</section>"]
+
+
+def _chart_figures(document: ResultsDocument, images: Mapping[str, bytes]) -> list[str]:
+    """Each chart embedded as a data: URI (the page needs no other file), its notes in full text below."""
+    lines = []
     for chart in CHARTS:
         encoded = base64.b64encode(images[chart.filename]).decode("ascii")
         lines += ["<figure>", f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(chart.title)}">',
                   f"<figcaption>{html.escape(chart.title)} (<code>{html.escape(chart.filename)}</code>)"]
         lines += [f'<br><span class="note">{html.escape(note)}</span>' for note in chart.notes(document)]
         lines += ["</figcaption>", "</figure>"]
-    lines += ["</body>", "</html>", ""]
+    return lines
+
+
+def render_html(document: ResultsDocument, images: Mapping[str, bytes]) -> str:
+    """The page; `images` maps each chart's file name to its PNG bytes."""
+    anchors = {label: f"tagger-{index + 1}" for index, label in enumerate(document_order(document))}
+    sections = [line for label, anchor in anchors.items()
+                for line in _tagger_section(label, document["taggers"][label], anchor)]
+    lines = [*HEAD, *_facts(_run_facts(document)), "<h2>Summary</h2>", *_summary_table(document, anchors),
+             "<h2>Taggers</h2>", *sections, "<h2>Charts</h2>", *_chart_figures(document, images),
+             "</body>", "</html>", ""]
     return "\n".join(lines)
 
 
-# Entry points
-
-
-def write_report(document: Mapping[str, Any], out_dir: Path) -> list[Path]:
+def write_report(document: ResultsDocument, out_dir: Path) -> list[Path]:
     """Write the four charts and `index.html` into `out_dir` (created when missing); the paths, page last."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images: dict[str, bytes] = {}
-    with matplotlib.rc_context(STYLE):
-        for chart in CHARTS:
-            images[chart.filename] = render_png(chart.build(document))
+    images = render_charts(document)
     written = []
     for name, data in images.items():
         path = out_dir / name

@@ -15,10 +15,10 @@ from tagger_eval.config import MetricsMode, RunConfig, TaggerSpec
 from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, Post
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
 from tagger_eval.records import PostResult, PostStatus
-from tagger_eval.run.batching import BatchPredictor
+from tagger_eval.run.batching import BatchPredictor, InferenceRunner
 from tagger_eval.scoring.post_score import PostScore, score_post
 from tagger_eval.scoring.scope import TagScope, scoped_tags
-from tagger_eval.taggers import Tagger, create, normalise_prediction, select_tags
+from tagger_eval.taggers import Tagger, create, normalise_prediction, read_vocabulary, select_tags
 from tagger_eval.taggers.base import resolve_rating_aliases
 from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, is_rating, normalise_tag, rating_tag
 
@@ -72,7 +72,7 @@ class TaggerRun:
         self,
         dataset: Dataset,
         post_id: int,
-        run_inference: Callable[[Callable[[], T]], T] = lambda infer: infer(),
+        run_inference: InferenceRunner = lambda infer: infer(),
     ) -> PostResult:
         """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
         post = self._prepared(dataset.get(post_id))
@@ -89,7 +89,7 @@ class TaggerRun:
                                self.vocabulary)
         selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
         # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
-        categories = ChainMap(post_tags, self.vocabulary or {})
+        categories = ChainMap(dict(post_tags), self.vocabulary or {})
         predicted = scoped_tags(selected, categories, self.settings.scope, self.scope_vocabulary)
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
@@ -144,12 +144,17 @@ class TaggerRun:
 def aligned_vocabulary(tagger: Tagger, tag_aliases: Mapping[str, str]) -> dict[str, int] | None:
     """The tagger's vocabulary in today's names, with the ratings a coarse rating stands for (so `vocabulary`
     scope keeps them); None for an open vocabulary."""
-    vocabulary = tagger.vocabulary()
+    return align_vocabulary(tagger.vocabulary(), tag_aliases, tagger.rating_aliases)
+
+
+def align_vocabulary(vocabulary: Mapping[str, int] | None, tag_aliases: Mapping[str, str],
+                     rating_aliases: Mapping[str, frozenset[str]]) -> dict[str, int] | None:
+    """`aligned_vocabulary` of a vocabulary read without the tagger (`read_vocabulary`)."""
     if vocabulary is None:
         return None
     names = ((normalise_tag(tag), category) for tag, category in vocabulary.items())
     aligned = {tag_aliases.get(tag, tag): category for tag, category in names}
-    for targets in tagger.rating_aliases.values():
+    for targets in rating_aliases.values():
         aligned.update(dict.fromkeys(targets, RATING))
     return aligned
 
@@ -203,11 +208,9 @@ class Evaluation:
         """The tags every selected tagger can output (open vocabularies restrict nothing), ratings always kept."""
         shared: frozenset[str] | None = None
         for spec in self.specs:
-            tagger = create(spec, self.config.tagger_options)
-            try:
-                vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
-            finally:
-                tagger.close()
+            # Read from the tag files, without loading the models. The ratings a coarse rating stands for need no
+            # adding: every rating is kept below.
+            vocabulary = align_vocabulary(read_vocabulary(spec, self.config.tagger_options), self.tag_aliases, {})
             if vocabulary is not None:
                 shared = frozenset(vocabulary) if shared is None else shared & vocabulary.keys()
         return None if shared is None else shared | RATING_TAGS

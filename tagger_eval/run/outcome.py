@@ -39,10 +39,12 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
     config = evaluation.config
     document = build_document(collected.results, collected.identities, dataset_identity(evaluation.dataset),
                               config.scope, rootdir)
-    document["settings"].update(expand_implications=config.expand_implications, metrics=config.metrics.value)
+    settings = document["settings"]
+    settings["expand_implications"] = config.expand_implications
+    settings["metrics"] = config.metrics.value
     if config.metrics == MetricsMode.FULL:
-        document["settings"].update(soft_score_matching=config.soft_score_matching.value,
-                                    soft_score_similarity=config.soft_score_similarity.value)
+        settings["soft_score_matching"] = config.soft_score_matching.value
+        settings["soft_score_similarity"] = config.soft_score_similarity.value
     outcome = RunOutcome(document)
     if config.metrics == MetricsMode.FULL:
         outcome.lines += _add_metrics(evaluation, collected, document)

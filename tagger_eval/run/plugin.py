@@ -129,6 +129,7 @@ class ResultCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         collected = self.collected
+        value: Any
         for name, value in report.user_properties:
             if name == Property.RESULT and report.when == "call":
                 collected.results.append(PostResult.from_dict(value))

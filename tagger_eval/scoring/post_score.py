@@ -35,10 +35,6 @@ class PostScore:
     practical_incorrect: int
     practical_predicted: int
 
-    @property
-    def incorrect_rating(self) -> bool:
-        return self.rating_predicted and not self.rating_correct
-
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
 

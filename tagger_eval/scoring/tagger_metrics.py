@@ -72,7 +72,9 @@ def compute(results: Iterable[PostResult], dataset: Dataset, tag_counts: Mapping
     outside the 1,000 most frequent of the model's tag list when the tagger gives counts, else of the run's truth."""
     by_tagger = group_by_tagger(result for result in results
                                 if result.status == PostStatus.SCORED and result.truth_tags is not None)
-    similarity = TagSimilarity.from_dataset(dataset, measure=measure) if by_tagger else None
+    if not by_tagger:
+        return {}
+    similarity = TagSimilarity.from_dataset(dataset, measure=measure)
     computed = {}
     for label, group in sorted(by_tagger.items()):
         group.sort(key=lambda result: result.post)

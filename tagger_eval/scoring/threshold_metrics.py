@@ -1,9 +1,10 @@
 """Threshold-free and thresholded multi-label metrics over one tagger's sparse predictions for a whole run.
 
-Pure numpy and vectorised: nothing loops over posts, tags or thresholds (only over the handful of categories and the
-bisection steps), and nothing builds a dense posts x tags matrix. The data is a `PredictionSet`: the stored
-probabilities (anything below the tagger's storage floor is not kept and counts as probability 0) and the truth
-pairs, both as parallel index arrays.
+The data is a `PredictionSet`: the stored probabilities (anything below the tagger's storage floor is not kept and
+counts as probability 0) and the truth pairs, both as parallel index arrays. This module checks it, matches its
+predictions to the truth and defines every metric; `sparse_ranking` ranks the entries once and does the counting,
+vectorised (nothing loops over posts, tags or thresholds, only over the handful of categories and the bisection
+steps, and nothing builds a dense posts x tags matrix).
 
 Conventions and edge cases (the model authors' and this project's, matching scikit-learn where it has a rule):
 
@@ -26,10 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 
 import numpy as np
 
+from tagger_eval.scoring.sparse_ranking import SparseRanking, _match_truth
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
 
 
@@ -52,9 +53,6 @@ BREAKEVEN_SEARCH = (0.01, 0.99, 1e-4, 60)
 # them carry rounding error of about this size on large runs, and a tie goes to the smaller threshold.
 SCORE_TIE_TOLERANCE = 1e-9
 
-_ONE_BITS = 0x3F800000  # float32 1.0: probabilities in [0, 1] have bit patterns in [0, this]
-_DESC_MASK = (1 << 30) - 1
-
 
 @dataclass(frozen=True)
 class PredictionSet:
@@ -71,202 +69,51 @@ class PredictionSet:
     frequency_rank: np.ndarray | None = None  # int per tag: 0 = most frequent in the model's tag list; None if unknown
 
 
-# --- preparation: one matching of predictions to truth and one sort, shared by every metric ----------------------
+# --- the input: checked, its predictions matched to the truth, ranked -------------------------------------------------
 
 
-def _float32_floor_bits(threshold: float) -> int:
-    """The bit pattern of the largest float32 <= threshold (threshold >= 0): `prob > threshold` <=> bits(prob) > it.
-
-    Non-negative float32 values order like their bit patterns read as integers.
-    """
-    value = np.float32(min(threshold, 2.0) + 0.0)  # + 0.0: -0.0 becomes 0.0, whose bit pattern is 0
-    if float(value) > threshold:
-        value = np.nextafter(value, np.float32(-np.inf))
-    return int(np.array(value, dtype=np.float32).view(np.uint32))
-
-
-def _descending(prob: np.ndarray) -> np.ndarray:
-    """`bits(1.0) - bits(prob)` as int64: 0 for probability 1, `_ONE_BITS` for 0, increasing as prob decreases."""
-    return _ONE_BITS - prob.view(np.uint32).astype(np.int64)
-
-
-def _match_truth(pred_key: np.ndarray, true_key: np.ndarray, max_key: int) -> np.ndarray:
-    """Which of the (post, tag) keys `pred_key` are in `true_key`; refuses a key twice in either.
-
-    One sort of both, packed with a flag (truth first) and the prediction's index into one int64 when that fits,
-    else an argsort of the predictions and a searchsorted of the sorted keys.
-    """
-    n = pred_key.size
-    width = max(n, true_key.size, 1).bit_length()
-    is_true = np.zeros(n, dtype=bool)
-    if max(max_key, 1).bit_length() + 1 + width <= 63:
-        packed = np.sort(
-            np.concatenate(
-                (true_key << (width + 1), (pred_key << (width + 1)) | (1 << width) | np.arange(n, dtype=np.int64))
-            )
-        )
-        key, flag = packed >> (width + 1), (packed >> width) & 1
-        same = key[1:] == key[:-1]
-        if np.any(same & (flag[1:] == flag[:-1])):
-            raise ValueError("the predictions or the truth hold a (post, tag) pair twice")
-        hit = np.flatnonzero(same & (flag[1:] == 1) & (flag[:-1] == 0)) + 1
-        is_true[packed[hit] & ((1 << width) - 1)] = True
-        return is_true
-    true_sorted = np.sort(true_key)
-    order = np.argsort(pred_key)
-    pred_sorted = pred_key[order]
-    if np.any(true_sorted[1:] == true_sorted[:-1]) or np.any(pred_sorted[1:] == pred_sorted[:-1]):
-        raise ValueError("the predictions or the truth hold a (post, tag) pair twice")
-    if true_sorted.size:
-        where = np.minimum(np.searchsorted(true_sorted, pred_sorted), true_sorted.size - 1)
-        is_true[order] = true_sorted[where] == pred_sorted
-    return is_true
+def _rank(ps: PredictionSet) -> SparseRanking:
+    """Check `ps`, match its predictions to the truth and rank them once: where every public function starts."""
+    n_posts, n_tags = int(ps.n_posts), len(ps.tags)
+    if n_posts < 0:
+        raise ValueError(f"n_posts must be >= 0, got {n_posts}")
+    if n_tags >= 2**31 or n_posts >= 2**31:
+        raise ValueError("at most 2**31 - 1 posts and tags")
+    categories = np.asarray(ps.categories)
+    if categories.shape != (n_tags,):
+        raise ValueError(f"categories has shape {categories.shape}, expected ({n_tags},)")
+    post, tag, prob, true_post, true_tag = _checked_arrays(ps, n_posts, n_tags)
+    pred_true = _match_truth(post * n_tags + tag, true_post * n_tags + true_tag, n_posts * n_tags)
+    return SparseRanking(n_posts=n_posts, n_tags=n_tags, pred_post=post, pred_tag=tag, pred_prob=prob,
+                         pred_true=pred_true, true_post=true_post, true_tag=true_tag)
 
 
-class _Prepared:
-    """Everything the metrics share, computed once per PredictionSet.
-
-    The stored entries are sorted by (tag ascending, probability descending, true first) as one packed int64,
-    `tag << 31 | descending bits << 1 | not true`, so the number of a tag's entries above any threshold is one
-    `searchsorted` for every tag at once, and ties (equal probabilities in one tag) are equal `key >> 1`.
-    """
-
-    def __init__(self, ps: PredictionSet) -> None:
-        n_posts, n_tags = int(ps.n_posts), len(ps.tags)
-        if n_posts < 0:
-            raise ValueError(f"n_posts must be >= 0, got {n_posts}")
-        if n_tags >= 2**31 or n_posts >= 2**31:
-            raise ValueError("at most 2**31 - 1 posts and tags")
-        categories = np.asarray(ps.categories)
-        if categories.shape != (n_tags,):
-            raise ValueError(f"categories has shape {categories.shape}, expected ({n_tags},)")
-        post = np.asarray(ps.pred_post, dtype=np.int64)
-        tag = np.asarray(ps.pred_tag, dtype=np.int64)
-        # + 0 turns a stored -0.0 into 0.0 (a sign bit would break the bit-pattern order).
-        prob = np.asarray(ps.pred_prob, dtype=np.float32) + np.float32(0)
-        true_post = np.asarray(ps.true_post, dtype=np.int64)
-        true_tag = np.asarray(ps.true_tag, dtype=np.int64)
-        if not (post.shape == tag.shape == prob.shape) or post.ndim != 1:
-            raise ValueError("pred_post, pred_tag and pred_prob must be 1-d arrays of one length")
-        if true_post.shape != true_tag.shape or true_post.ndim != 1:
-            raise ValueError("true_post and true_tag must be 1-d arrays of one length")
-        for name, values, bound in (
-            ("pred_post", post, n_posts),
-            ("pred_tag", tag, n_tags),
-            ("true_post", true_post, n_posts),
-            ("true_tag", true_tag, n_tags),
-        ):
-            if values.size and (values.min() < 0 or values.max() >= bound):
-                raise ValueError(f"{name} has indices outside [0, {bound})")
-        if prob.size and not (np.all(prob >= 0) and np.all(prob <= 1)):  # also refuses NaN
-            raise ValueError("pred_prob must lie in [0, 1]")
-
-        self.n_posts, self.n_tags = n_posts, n_tags
-        self.categories = categories
-        self.rating = _rating_mask(ps)
-        self.frequency_rank = None if ps.frequency_rank is None else np.asarray(ps.frequency_rank)
-        self.true_post = true_post
-        self.pred_post, self.pred_tag, self.pred_prob = post, tag, prob
-        self.pred_true = _match_truth(post * n_tags + tag, true_post * n_tags + true_tag, n_posts * n_tags)
-        self.pred_desc = _descending(prob)
-
-        self.key = np.sort((tag << 31) | (self.pred_desc << 1) | ~self.pred_true)
-        self.true_key = self.key[(self.key & 1) == 0]  # a subsequence, so still sorted
-        self.positives = np.bincount(true_tag, minlength=n_tags).astype(np.int64)
-        stored = np.bincount(tag, minlength=n_tags)
-        self.stored_true = np.bincount(tag[self.pred_true], minlength=n_tags)
-        self.start = np.concatenate(([0], np.cumsum(stored)))
-        self.true_start = np.concatenate(([0], np.cumsum(self.stored_true)))
-
-    # -- counts at a threshold --
-
-    def confusion(self, threshold: float, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """TP, FP, FN, TN (float64 arrays) of the tags `idx` at `prob > threshold`, over all n_posts posts."""
-        threshold = float(threshold)
-        if np.isnan(threshold):
-            raise ValueError("the threshold is NaN")
-        positives = self.positives[idx]
-        if threshold < 0:  # every pair, stored or not, is above it
-            tp, predicted = positives, np.full(idx.shape, self.n_posts, dtype=np.int64)
-        else:
-            # prob > threshold <=> descending bits < this bound
-            bound = max(_ONE_BITS - _float32_floor_bits(threshold), 0)
-            query = (idx.astype(np.int64) << 31) | (bound << 1)
-            predicted = np.searchsorted(self.key, query) - self.start[idx]
-            tp = np.searchsorted(self.true_key, query) - self.true_start[idx]
-        tp = tp.astype(np.float64)
-        fp = predicted - tp
-        fn = positives - tp
-        tn = self.n_posts - tp - fp - fn
-        return tp, fp, fn, tn
-
-    def subset_mask(self, category: str, rare_rank: int) -> np.ndarray:
-        return _subset_mask(self.categories, self.rating, self.frequency_rank, self.positives, category, rare_rank)
-
-    # -- average precision --
-
-    @cached_property
-    def tag_average_precision(self) -> np.ndarray:
-        """scikit-learn's average precision of every tag over all n_posts posts (NaN where it has no positive)."""
-        key = self.key[((self.key >> 1) & _DESC_MASK) < _ONE_BITS]  # prob > 0; zeros join the unstored block
-        tag = key >> 31
-        true = (key & 1) == 0
-        start = np.concatenate(([0], np.cumsum(np.bincount(tag, minlength=self.n_tags))))
-        sums = _tied_precision_sums(key >> 1, true, tag, start, self.n_tags)
-        positives = self.positives.astype(np.float64)
-        # The zero-probability block comes last and is tied: its positives all see precision positives / n_posts.
-        in_block = positives - np.bincount(tag[true], minlength=self.n_tags)
-        sums += in_block * positives / max(self.n_posts, 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(positives > 0, sums / positives, np.nan)
-
-    @cached_property
-    def pooled(self) -> np.ndarray:
-        """The entries with probability > 0 by probability descending: `descending << 32 | tag << 1 | not true`."""
-        keep = self.pred_desc < _ONE_BITS
-        return np.sort((self.pred_desc[keep] << 32) | (self.pred_tag[keep] << 1) | ~self.pred_true[keep])
-
-    def micro_average_precision(self, mask: np.ndarray) -> float | None:
-        positives = int(self.positives[mask].sum())
-        if positives == 0:
-            return None
-        pooled = self.pooled
-        if not mask.all():
-            pooled = pooled[mask[(pooled >> 1) & 0x7FFFFFFF]]
-        true = (pooled & 1) == 0
-        total = float(_tied_precision_sums(pooled >> 32, true, None, np.zeros(2, np.int64), 1)[0])
-        total += (positives - int(true.sum())) * positives / (self.n_posts * int(mask.sum()))
-        return total / positives
+def _checked_arrays(ps: PredictionSet, n_posts: int, n_tags: int) -> tuple[np.ndarray, ...]:
+    """The prediction and truth arrays as int64 indices and float32 probabilities; refused unless consistent."""
+    post = np.asarray(ps.pred_post, dtype=np.int64)
+    tag = np.asarray(ps.pred_tag, dtype=np.int64)
+    # + 0 turns a stored -0.0 into 0.0 (a sign bit would break the bit-pattern order).
+    prob = np.asarray(ps.pred_prob, dtype=np.float32) + np.float32(0)
+    true_post = np.asarray(ps.true_post, dtype=np.int64)
+    true_tag = np.asarray(ps.true_tag, dtype=np.int64)
+    if not (post.shape == tag.shape == prob.shape) or post.ndim != 1:
+        raise ValueError("pred_post, pred_tag and pred_prob must be 1-d arrays of one length")
+    if true_post.shape != true_tag.shape or true_post.ndim != 1:
+        raise ValueError("true_post and true_tag must be 1-d arrays of one length")
+    for name, values, bound in (
+        ("pred_post", post, n_posts),
+        ("pred_tag", tag, n_tags),
+        ("true_post", true_post, n_posts),
+        ("true_tag", true_tag, n_tags),
+    ):
+        if values.size and (values.min() < 0 or values.max() >= bound):
+            raise ValueError(f"{name} has indices outside [0, {bound})")
+    if prob.size and not (np.all(prob >= 0) and np.all(prob <= 1)):  # also refuses NaN
+        raise ValueError("pred_prob must lie in [0, 1]")
+    return post, tag, prob, true_post, true_tag
 
 
-def _tied_precision_sums(
-    tie_key: np.ndarray, true: np.ndarray, segment: np.ndarray | None, start: np.ndarray, n_segments: int
-) -> np.ndarray:
-    """Per segment (tag), the sum over its true entries of the precision at the end of the entry's tie block.
-
-    The entries are in ranking order within each contiguous segment (`segment` per entry, or None for a single
-    one; `start` the segments' offsets), and equal `tie_key` are ties. Average precision is this sum divided by the
-    number of positives: scikit-learn's step-wise definition, one point per distinct score.
-    """
-    if tie_key.size == 0:
-        return np.zeros(n_segments)
-    is_end = np.empty(tie_key.size, dtype=bool)
-    is_end[:-1] = tie_key[1:] != tie_key[:-1]
-    is_end[-1] = True
-    ends = np.flatnonzero(is_end)
-    cum_tp = np.cumsum(true, dtype=np.int64)
-    tp_at_end = cum_tp[ends]
-    tp_in_block = np.diff(tp_at_end, prepend=0)
-    useful = tp_in_block > 0
-    ends, tp_at_end, tp_in_block = ends[useful], tp_at_end[useful], tp_in_block[useful]
-    which = segment[ends] if segment is not None else np.zeros(ends.size, dtype=np.int64)
-    first = start[which]
-    before = np.where(first > 0, cum_tp[np.maximum(first - 1, 0)], 0)
-    precision = (tp_at_end - before) / (ends - first + 1)
-    return np.bincount(which, weights=tp_in_block * precision, minlength=n_segments).astype(np.float64)
-
-
-# --- scores from confusion counts ----------------------------------------------------------------------------------
+# --- scores from confusion counts -------------------------------------------------------------------------------------
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -287,8 +134,8 @@ def _rates(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> di
     }
 
 
-def _scores(prep: _Prepared, threshold: float, idx: np.ndarray) -> dict:
-    tp, fp, fn, tn = prep.confusion(threshold, idx)
+def _scores(ranking: SparseRanking, threshold: float, idx: np.ndarray) -> dict:
+    tp, fp, fn, tn = ranking.confusion(threshold, idx)
     with_positive = (tp + fn) > 0
     micro = _rates(tp.sum(), fp.sum(), fn.sum(), tn.sum())
     per_tag = _rates(tp[with_positive], fp[with_positive], fn[with_positive], tn[with_positive])
@@ -297,14 +144,14 @@ def _scores(prep: _Prepared, threshold: float, idx: np.ndarray) -> dict:
         "micro": {name: float(value) for name, value in micro.items()},
         "macro": {name: float(value.mean()) if n_with else 0.0 for name, value in per_tag.items()},
         "tags": n_with,
-        "positives": int(prep.positives[idx].sum()),
+        "positives": int(ranking.positives[idx].sum()),
     }
 
 
-def _gap(prep: _Prepared, threshold: float, idx: np.ndarray, average: str) -> float:
+def _gap(ranking: SparseRanking, threshold: float, idx: np.ndarray, average: str) -> float:
     """Precision - recall for the breakeven search, with precision 1 where nothing is predicted (the PR-curve
     convention), so the empty prediction above every probability is never taken for the P = R point."""
-    tp, fp, fn, _ = prep.confusion(threshold, idx)
+    tp, fp, fn, _ = ranking.confusion(threshold, idx)
     if average == "micro":
         tp, fp, fn = tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True)
     else:
@@ -317,13 +164,13 @@ def _gap(prep: _Prepared, threshold: float, idx: np.ndarray, average: str) -> fl
 
 
 def _breakeven(
-    prep: _Prepared, idx: np.ndarray, average: str, low: float, high: float, tolerance: float, max_steps: int
+    ranking: SparseRanking, idx: np.ndarray, average: str, low: float, high: float, tolerance: float, max_steps: int
 ) -> float:
     if average not in ("micro", "macro"):
         raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
     if not (low <= high):  # also refuses NaN
         raise ValueError(f"the search range [{low}, {high}] is empty")
-    gap_low, gap_high = _gap(prep, low, idx, average), _gap(prep, high, idx, average)
+    gap_low, gap_high = _gap(ranking, low, idx, average), _gap(ranking, high, idx, average)
     if gap_low == 0:
         return float(low)
     if gap_high == 0:
@@ -334,7 +181,7 @@ def _breakeven(
         if high - low <= tolerance:
             break
         middle = (low + high) / 2
-        gap = _gap(prep, middle, idx, average)
+        gap = _gap(ranking, middle, idx, average)
         if gap == 0:
             return middle
         if (gap > 0) == (gap_low > 0):
@@ -344,7 +191,8 @@ def _breakeven(
     return float(low) if abs(gap_low) <= abs(gap_high) else float(high)
 
 
-# --- the public API -------------------------------------------------------------------------------------------------
+
+# --- the public API ---------------------------------------------------------------------------------------------------
 
 
 def _as_index(mask: np.ndarray, n_tags: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,9 +253,9 @@ def scores_at(ps: PredictionSet, threshold: float, mask: np.ndarray) -> dict:
     Micro pools the confusion counts of every (post, tag) pair of the subset; macro averages the per-tag values over
     the tags with at least one positive. Zero denominators give 0.0 (see the module docstring).
     """
-    prep = _Prepared(ps)
-    _, idx = _as_index(mask, prep.n_tags)
-    return _scores(prep, threshold, idx)
+    ranking = _rank(ps)
+    _, idx = _as_index(mask, ranking.n_tags)
+    return _scores(ranking, threshold, idx)
 
 
 def pr_breakeven(
@@ -428,10 +276,10 @@ def pr_breakeven(
     |P - R| is smaller, the lower one on a tie. When P - R has the same sign at `low` and `high` (no crossing in the
     range) it returns the end with the smaller |P - R|, `low` on a tie; an end where P == R is returned as is.
     """
-    prep = _Prepared(ps)
-    _, idx = _as_index(mask, prep.n_tags)
-    threshold = _breakeven(prep, idx, average, low, high, tolerance, max_steps)
-    return threshold, _scores(prep, threshold, idx)
+    ranking = _rank(ps)
+    _, idx = _as_index(mask, ranking.n_tags)
+    threshold = _breakeven(ranking, idx, average, low, high, tolerance, max_steps)
+    return threshold, _scores(ranking, threshold, idx)
 
 
 def average_precision(ps: PredictionSet, mask: np.ndarray) -> dict[str, float | None]:
@@ -442,17 +290,17 @@ def average_precision(ps: PredictionSet, mask: np.ndarray) -> dict[str, float | 
     the per-tag AP over the tags with at least one positive; "micro" pools every (post, tag) pair of the subset.
     Either is None when the subset has no positive.
     """
-    prep = _Prepared(ps)
-    mask, _ = _as_index(mask, prep.n_tags)
-    return _average_precision(prep, mask)
+    ranking = _rank(ps)
+    mask, _ = _as_index(mask, ranking.n_tags)
+    return _average_precision(ranking, mask)
 
 
-def _average_precision(prep: _Prepared, mask: np.ndarray) -> dict[str, float | None]:
-    per_tag = prep.tag_average_precision[mask]
+def _average_precision(ranking: SparseRanking, mask: np.ndarray) -> dict[str, float | None]:
+    per_tag = ranking.tag_average_precision[mask]
     per_tag = per_tag[~np.isnan(per_tag)]
     return {
         "macro": float(per_tag.mean()) if per_tag.size else None,
-        "micro": prep.micro_average_precision(mask),
+        "micro": ranking.micro_average_precision(mask),
     }
 
 
@@ -470,62 +318,60 @@ def best_score_threshold(
     `candidates` (thresholds >= 0) it returns the smallest best candidate. Sums within `SCORE_TIE_TOLERANCE` are
     ties. The mean score is None when no post has a truth tag.
     """
-    prep = _Prepared(ps)
+    ranking = _rank(ps)
+    return _best_score_threshold(ranking, _rating_mask(ps), _truth_sizes(ranking, truth_sizes), candidates)
+
+
+def _truth_sizes(ranking: SparseRanking, truth_sizes: np.ndarray) -> np.ndarray:
     sizes = np.asarray(truth_sizes, dtype=np.float64)
-    if sizes.shape != (prep.n_posts,):
-        raise ValueError(f"truth_sizes has shape {sizes.shape}, expected ({prep.n_posts},)")
-    return _best_score_threshold(prep, sizes, candidates)
+    if sizes.shape != (ranking.n_posts,):
+        raise ValueError(f"truth_sizes has shape {sizes.shape}, expected ({ranking.n_posts},)")
+    if np.any(sizes < np.bincount(ranking.true_post, minlength=ranking.n_posts)):
+        raise ValueError("truth_sizes is smaller than the number of truth pairs of some post")
+    return sizes
 
 
 def _best_score_threshold(
-    prep: _Prepared, sizes: np.ndarray, candidates: np.ndarray | None
+    ranking: SparseRanking, rating: np.ndarray, sizes: np.ndarray, candidates: np.ndarray | None
 ) -> tuple[float, float | None]:
-    if np.any(sizes < np.bincount(prep.true_post, minlength=prep.n_posts)):
-        raise ValueError("truth_sizes is smaller than the number of truth pairs of some post")
     valid = sizes > 0
-    n_valid = int(valid.sum())
     inverse = np.where(valid, 1 / np.where(valid, sizes, 1), 0.0)
-
-    # The rating: per post, the highest stored rating probability, ties to the lowest tag index.
-    is_rating = prep.rating[prep.pred_tag]
-    r_post, r_tag, r_prob = prep.pred_post[is_rating], prep.pred_tag[is_rating], prep.pred_prob[is_rating]
-    r_true = prep.pred_true[is_rating]
-    order = np.lexsort((r_tag, -r_prob, r_post))
-    first = order[np.flatnonzero(np.diff(r_post[order], prepend=-1) != 0)] if order.size else order
-    rating_total = float(np.sum((2.0 * r_true[first] - 1) * inverse[r_post[first]]))
-
-    # Non-rating entries of counted posts with prob > 0, by probability descending; the running sum of +-1/|T|.
-    keep = ~is_rating & valid[prep.pred_post] & (prep.pred_desc < _ONE_BITS)
-    packed = np.sort((prep.pred_desc[keep] << 32) | (prep.pred_post[keep] << 1) | ~prep.pred_true[keep])
-    if packed.size:
-        weights = np.where((packed & 1) == 0, 1.0, -1.0) * inverse[(packed >> 1) & 0x7FFFFFFF]
-        desc = packed >> 32
-        is_end = np.empty(desc.size, dtype=bool)
-        is_end[:-1] = desc[1:] != desc[:-1]
-        is_end[-1] = True
-        distinct = (_ONE_BITS - desc[is_end]).astype(np.uint32).view(np.float32).astype(np.float64)  # descending
-        # sums[k]: the total with the k highest distinct probabilities selected (long double: less rounding).
-        sums = np.concatenate(([0.0], np.cumsum(weights.astype(np.longdouble))[is_end]))
-    else:
-        distinct, sums = np.zeros(0), np.zeros(1, dtype=np.longdouble)
-
-    if candidates is None:
-        # sums[k] is selected by t = distinct[k] (prob > t keeps the k above it), the last one by t = 0.0.
-        thresholds = np.concatenate((distinct, [0.0]))
-        totals = sums
-    else:
-        thresholds = np.asarray(candidates, dtype=np.float64).reshape(-1)
-        if thresholds.size == 0 or np.any(np.isnan(thresholds)) or np.any(thresholds < 0):
-            raise ValueError("candidates must be a non-empty array of thresholds >= 0")
-        above = distinct.size - np.searchsorted(distinct[::-1], thresholds, side="right")
-        totals = sums[above]
+    is_rating = rating[ranking.pred_tag]
+    # The non-rating entries of counted posts each add +-1/|T| once the threshold falls below their probability.
+    distinct, sums = ranking.score_steps(~is_rating & valid[ranking.pred_post], inverse)
+    thresholds, totals = _candidate_totals(distinct, sums, candidates)
     best = totals.max()
     ties = np.flatnonzero(totals >= best - SCORE_TIE_TOLERANCE)
     chosen = ties[np.argmin(thresholds[ties])]
     threshold = float(thresholds[chosen])
+    n_valid = int(valid.sum())
     if n_valid == 0:
         return threshold, None
-    return threshold, float((totals[chosen] + rating_total) / n_valid)
+    return threshold, float((totals[chosen] + _rating_total(ranking, is_rating, inverse)) / n_valid)
+
+
+def _rating_total(ranking: SparseRanking, is_rating: np.ndarray, inverse: np.ndarray) -> float:
+    """The ratings' share of the summed seed score, the same at every threshold: per post, +-1/|T| for its rating,
+    the highest stored rating probability (ties to the lowest tag index)."""
+    post, tag = ranking.pred_post[is_rating], ranking.pred_tag[is_rating]
+    prob, true = ranking.pred_prob[is_rating], ranking.pred_true[is_rating]
+    order = np.lexsort((tag, -prob, post))
+    first = order[np.flatnonzero(np.diff(post[order], prepend=-1) != 0)] if order.size else order
+    return float(np.sum((2.0 * true[first] - 1) * inverse[post[first]]))
+
+
+def _candidate_totals(
+    distinct: np.ndarray, sums: np.ndarray, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The thresholds to choose from and the summed score at each: every step of `sums`, or the `candidates`."""
+    if candidates is None:
+        # sums[k] is selected by t = distinct[k] (prob > t keeps the k above it), the last one by t = 0.0.
+        return np.concatenate((distinct, [0.0])), sums
+    thresholds = np.asarray(candidates, dtype=np.float64).reshape(-1)
+    if thresholds.size == 0 or np.any(np.isnan(thresholds)) or np.any(thresholds < 0):
+        raise ValueError("candidates must be a non-empty array of thresholds >= 0")
+    above = distinct.size - np.searchsorted(distinct[::-1], thresholds, side="right")
+    return thresholds, sums[above]
 
 
 def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold: float, rare_rank: int = 1000) -> dict:
@@ -536,23 +382,22 @@ def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold:
     "macro": {the same at the macro P = R threshold}, "at_threshold": scores_at(chosen_threshold),
     "average_precision": {"macro", "micro"}}; and "best_score_threshold": {"threshold", "mean_score"}.
     """
-    prep = _Prepared(ps)
-    sizes = np.asarray(truth_sizes, dtype=np.float64)
-    if sizes.shape != (prep.n_posts,):
-        raise ValueError(f"truth_sizes has shape {sizes.shape}, expected ({prep.n_posts},)")
+    ranking = _rank(ps)
+    sizes = _truth_sizes(ranking, truth_sizes)
+    categories, rating = np.asarray(ps.categories), _rating_mask(ps)
     result: dict = {}
     for category in CATEGORIES:
-        mask = prep.subset_mask(category, rare_rank)
+        mask = _subset_mask(categories, rating, ps.frequency_rank, ranking.positives, category, rare_rank)
         idx = np.flatnonzero(mask)
-        if prep.positives[idx].sum() == 0:
+        if ranking.positives[idx].sum() == 0:
             continue
         entry: dict = {}
         for average in ("micro", "macro"):
-            threshold = _breakeven(prep, idx, average, *BREAKEVEN_SEARCH)
-            entry[average] = {"pr_threshold": threshold, **_scores(prep, threshold, idx)[average]}
-        entry["at_threshold"] = _scores(prep, chosen_threshold, idx)
-        entry["average_precision"] = _average_precision(prep, mask)
+            threshold = _breakeven(ranking, idx, average, *BREAKEVEN_SEARCH)
+            entry[average] = {"pr_threshold": threshold, **_scores(ranking, threshold, idx)[average]}
+        entry["at_threshold"] = _scores(ranking, chosen_threshold, idx)
+        entry["average_precision"] = _average_precision(ranking, mask)
         result[category] = entry
-    threshold, mean_score = _best_score_threshold(prep, sizes, None)
+    threshold, mean_score = _best_score_threshold(ranking, rating, sizes, None)
     result["best_score_threshold"] = {"threshold": threshold, "mean_score": mean_score}
     return result

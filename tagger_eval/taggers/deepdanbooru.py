@@ -220,6 +220,16 @@ def find_model_file(project_dir: Path, context: Mapping[str, Any] | None = None)
     return candidates[-1]
 
 
+def read_vocabulary(project_dir: Path, tags: Sequence[str] | None = None) -> Mapping[str, int]:
+    """Every tags.txt tag (normalised) -> rating, character (listed in tags-character.txt) or general: the tagger's
+    vocabulary, read from the tag files alone (no TensorFlow, no weights). `tags`: tags.txt when already read."""
+    tags = read_tag_file(project_dir / TAGS_FILE) if tags is None else tags
+    character_path = project_dir / CHARACTER_TAGS_FILE
+    characters = set(read_tag_file(character_path)) if character_path.is_file() else set()
+    return MappingProxyType({normalise_tag(tag): RATING if is_rating(tag) else CHARACTER if tag in characters
+                             else GENERAL for tag in tags})
+
+
 def locate_project(directory: Path) -> Path:
     """The project inside `directory`: itself when it holds tags.txt, else its only subdirectory that does."""
     if (directory / TAGS_FILE).is_file() or not directory.is_dir():
@@ -254,12 +264,7 @@ class DeepDanbooruTagger(Tagger):
         tags_path = self.project_dir / TAGS_FILE
         self.tags = read_tag_file(tags_path)
         self.model_path = find_model_file(self.project_dir, context)
-        character_path = self.project_dir / CHARACTER_TAGS_FILE
-        characters = set(read_tag_file(character_path)) if character_path.is_file() else set()
-        self._vocabulary = MappingProxyType({
-            normalise_tag(tag): RATING if is_rating(tag) else CHARACTER if tag in characters else GENERAL
-            for tag in self.tags
-        })
+        self._vocabulary = read_vocabulary(self.project_dir, self.tags)
 
         tf, tf_keras = _import_keras()
         _configure_tensorflow(tf, options)
@@ -374,33 +379,35 @@ def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path
     return project
 
 
-def _create_v3(options: TaggerOptions) -> DeepDanbooruTagger:
+def _downloaded_v3_project() -> Path:
     project = _v3_project()
     if project is None:
         raise DeepDanbooruError(f"deepdanbooru-v3 is not in {v3_dir()}: run `tagger-eval fetch deepdanbooru-v3`")
-    return DeepDanbooruTagger(project, options, name="deepdanbooru-v3")
+    return project
 
 
-def _create_from_directory(argument: str | None, options: TaggerOptions) -> DeepDanbooruTagger:
+def _project_argument(argument: str | None) -> Path:
     if not argument:
         raise DeepDanbooruError("deepdanbooru needs a project directory: --tagger=deepdanbooru:DIR")
-    return DeepDanbooruTagger(Path(argument), options)
+    return Path(argument).expanduser()
 
 
 ENTRIES: list[TaggerEntry] = [
     TaggerEntry(
         "deepdanbooru",
         "DeepDanbooru project directory (model-*.h5 or .keras, tags.txt), run with tf-keras",
-        _create_from_directory,
+        lambda argument, options: DeepDanbooruTagger(_project_argument(argument), options),
         needs_argument=True,
         argument_name="DIR",
         unavailable_reason=missing_package_reason,
+        vocabulary=lambda argument: read_vocabulary(_project_argument(argument)),
     ),
     TaggerEntry(
         "deepdanbooru-v3",
         f"DeepDanbooru {V3_RELEASE}, the last public release (ratings safe/questionable/explicit)",
-        lambda _argument, options: _create_v3(options),
+        lambda _argument, options: DeepDanbooruTagger(_downloaded_v3_project(), options, name="deepdanbooru-v3"),
         unavailable_reason=v3_unavailable_reason,
         fetch=fetch_v3,
+        vocabulary=lambda _argument: read_vocabulary(_downloaded_v3_project()),
     ),
 ]

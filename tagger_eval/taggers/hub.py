@@ -3,14 +3,22 @@
 Evaluation never touches the network: a model whose files are not cached is reported as unavailable with the
 command that fetches it. The hub's own settings apply (`HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_ENDPOINT`,
 `HF_TOKEN`).
+
+A family of published models (WD today; Camie, PixAI, JoyTag, ML-Danbooru next) declares each model as data, a
+`PublishedModel`, and gets its registry entry from `PublishedModel.entry` with the family's build function.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from tagger_eval import __version__
+from tagger_eval.config import TaggerOptions
+from tagger_eval.taggers.base import Tagger
+from tagger_eval.taggers.registry import TaggerEntry
 
 
 class ModelFilesError(Exception):
@@ -70,3 +78,79 @@ class HubFiles:
                     f"could not fetch {filename} of {self.repo_id}: {type(error).__name__}: {error}"
                 ) from error
         return paths
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One model published on the hub: where its files are and its published defaults, as data.
+
+    `NAME:REVISION` pins a hub commit (`at`), so results are reproducible; None is the hub's `main`.
+    """
+
+    name: str
+    repo_id: str
+    model_file: str
+    tags_file: str
+    input_size: int
+    threshold: float
+    character_threshold: float | None = None  # None: characters use the general threshold
+    description: str = ""  # what the listing says before the repository and defaults
+    revision: str | None = None
+
+    @property
+    def files(self) -> HubFiles:
+        return HubFiles(self.repo_id, (self.model_file, self.tags_file), self.revision)
+
+    @property
+    def fetch_name(self) -> str:
+        """What `tagger-eval fetch` is given for this model at this revision."""
+        return self.name if self.revision is None else f"{self.name}:{self.revision}"
+
+    @property
+    def summary(self) -> str:
+        """The listing's description: the repository, input size and default thresholds."""
+        thresholds = (f"thresholds general {self.threshold}, character {self.character_threshold}"
+                      if self.character_threshold is not None else f"threshold {self.threshold}")
+        details = f"{self.repo_id} ({self.input_size}px; {thresholds})"
+        return f"{self.description}: {details}" if self.description else details
+
+    def at(self, revision: str | None) -> PublishedModel:
+        return self if revision is None else replace(self, revision=revision)
+
+    def cached_files(self) -> dict[str, Path]:
+        """The model and tag file in the hub cache; ModelFilesError says which command fetches them."""
+        return self.files.require_cached(self.fetch_name)
+
+    def unavailable_reason(self, missing_package: Callable[[], str | None] | None = None) -> str | None:
+        """Why the model cannot run here: the family's missing package first, then files not in the cache."""
+        if missing_package is not None and (reason := missing_package()):
+            return reason
+        return None if self.files.cached() is not None else self.files.missing_message(self.fetch_name)
+
+    def fetch(self, revision: str | None = None) -> dict[str, Path]:
+        return self.at(revision).files.download()
+
+    def read_vocabulary(self, read_tags: Callable[[Path], Mapping[str, int]],
+                        revision: str | None = None) -> Mapping[str, int]:
+        """The cached tag file read with the family's reader, without loading the weights."""
+        return read_tags(self.at(revision).cached_files()[self.tags_file])
+
+    def entry(
+        self,
+        build: Callable[[PublishedModel, TaggerOptions], Tagger],
+        *,
+        missing_package: Callable[[], str | None] | None = None,
+        read_tags: Callable[[Path], Mapping[str, int]] | None = None,
+    ) -> TaggerEntry:
+        """The registry entry: `build(model at the revision asked for, options)` makes the tagger; `read_tags` reads
+        the cached tag file into tag -> category, so the vocabulary is known without loading the weights."""
+        return TaggerEntry(
+            self.name,
+            self.summary,
+            lambda revision, options: build(self.at(revision), options),
+            accepts_argument=True,
+            argument_name="REVISION",
+            unavailable_reason=lambda: self.unavailable_reason(missing_package),
+            fetch=self.fetch,
+            vocabulary=None if read_tags is None else partial(self.read_vocabulary, read_tags),
+        )

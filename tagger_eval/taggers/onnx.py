@@ -33,11 +33,11 @@ def missing_package_reason() -> str | None:
     return None
 
 
-def select_providers(choice: str, available: list[str]) -> list[str]:
+def select_providers(choice: ExecutionProvider | str, available: list[str]) -> list[str]:
     """The providers to request for `choice`; an explicit GPU choice that cannot be honoured is an error."""
     try:
-        wanted = PROVIDER_CHOICES[choice]
-    except KeyError:
+        wanted = PROVIDER_CHOICES[ExecutionProvider(choice)]
+    except ValueError:
         known = ", ".join(PROVIDER_CHOICES)
         raise ValueError(f"unknown execution provider {choice!r}; expected one of {known}") from None
     if choice != ExecutionProvider.AUTO and wanted[0] not in available:

@@ -1,14 +1,23 @@
-"""Names -> tagger factories, and the parsing of `--tagger=SPEC[,SPEC...]`."""
+"""Names -> tagger factories, the parsing of `--tagger=SPEC[,SPEC...]`, and the `tagger_eval.taggers` entry points.
+
+The registry is open: besides the built-in entries, every installed package may add taggers through the entry point
+group `tagger_eval.taggers` (as pytest plugins use `pytest11`). They are loaded when the registry is first read, after
+the built-ins, and a broken one is an error that names it: a tagger that silently disappears would make a leaderboard
+quietly shorter.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib.metadata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tagger_eval.config import TaggerOptions, TaggerSpec
 from tagger_eval.taggers.base import Tagger
 
 ALL = "all"
+ENTRY_POINT_GROUP = "tagger_eval.taggers"
 
 
 class UnknownTaggerError(ValueError):
@@ -17,6 +26,10 @@ class UnknownTaggerError(ValueError):
 
 class TaggerUnavailableError(ValueError):
     """A known tagger that cannot run here (a missing package, model files not downloaded); says how to fix it."""
+
+
+class PluginError(ValueError):
+    """An installed `tagger_eval.taggers` entry point that cannot be used; names it and its distribution."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,8 @@ class TaggerEntry:
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
     # How to make it available: `tagger-eval fetch NAME[:ARG]` calls it, with the argument when one is given.
     fetch: Callable[..., object] | None = None
+    # Argument -> tag -> category read from the tag file alone (no model weights); None: build the tagger and ask it.
+    vocabulary: Callable[[str | None], Mapping[str, int] | None] | None = None
 
     @property
     def usage(self) -> str:
@@ -42,6 +57,7 @@ class TaggerEntry:
 
 
 _REGISTRY: dict[str, TaggerEntry] = {}
+_plugins_loaded = False
 
 
 def register(entry: TaggerEntry) -> None:
@@ -50,13 +66,90 @@ def register(entry: TaggerEntry) -> None:
     _REGISTRY[entry.name] = entry
 
 
+def unregister(name: str) -> TaggerEntry:
+    """Remove a registered entry and return it (tests, and plugins that replace a tagger of their own)."""
+    try:
+        return _REGISTRY.pop(name)
+    except KeyError:
+        raise UnknownTaggerError(f"cannot unregister {name!r}: no tagger of that name is registered") from None
+
+
+@contextmanager
+def registered(*added: TaggerEntry) -> Iterator[None]:
+    """The entries registered for the duration of a `with` block, then removed: tests add taggers without leaving
+    them in the process's registry for the tests that follow."""
+    done: list[TaggerEntry] = []
+    try:
+        for entry in added:
+            register(entry)
+            done.append(entry)
+        yield
+    finally:
+        for entry in reversed(done):
+            if _REGISTRY.get(entry.name) is entry:  # the block may have replaced or removed it itself
+                del _REGISTRY[entry.name]
+
+
+def _registry() -> dict[str, TaggerEntry]:
+    """The registry, with the installed packages' entry points loaded on first read (after the built-ins)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True  # set first: a plugin module that reads the registry while loading sees the built-ins
+        try:
+            for entry in _plugin_entries(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)):
+                _REGISTRY[entry.name] = entry
+        except PluginError:
+            _plugins_loaded = False  # every later read reports the broken plugin again, none runs without it
+            raise
+    return _REGISTRY
+
+
+def _plugin_entries(points: Iterable[importlib.metadata.EntryPoint]) -> list[TaggerEntry]:
+    """Every entry point's entries, checked against the registry and each other before any is registered."""
+    found: list[TaggerEntry] = []
+    owners: dict[str, str] = {}
+    for point in points:
+        where = _describe(point)
+        for entry in _load(point, where):
+            if entry.name in _REGISTRY or entry.name == ALL:
+                raise PluginError(f"{where}: tagger name {entry.name!r} is already taken by a registered tagger")
+            if entry.name in owners:
+                raise PluginError(f"{where}: tagger name {entry.name!r} is already taken by {owners[entry.name]}")
+            owners[entry.name] = where
+            found.append(entry)
+    return found
+
+
+def _describe(point: importlib.metadata.EntryPoint) -> str:
+    dist = point.dist
+    package = f"distribution {dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    return f"entry point {point.name!r} ({point.value}) of {package} in group {ENTRY_POINT_GROUP!r}"
+
+
+def _load(point: importlib.metadata.EntryPoint, where: str) -> list[TaggerEntry]:
+    """A TaggerEntry, an iterable of them, or a zero-argument callable returning either."""
+    try:
+        loaded = point.load()
+        if callable(loaded) and not isinstance(loaded, type):
+            loaded = loaded()
+        iterable = isinstance(loaded, Iterable) and not isinstance(loaded, str | bytes)
+        items = list(loaded) if iterable else [loaded]
+    except Exception as error:  # an import error, or anything the plugin's own code raises
+        raise PluginError(f"{where} failed to load: {type(error).__name__}: {error}") from error
+    wrong = [item for item in items if not isinstance(item, TaggerEntry)]
+    if wrong:
+        raise PluginError(f"{where} gave {type(wrong[0]).__name__} {wrong[0]!r:.80}; expected a "
+                          "tagger_eval.taggers.TaggerEntry, an iterable of them, or a function returning either")
+    return items
+
+
 def entries() -> list[TaggerEntry]:
-    return sorted(_REGISTRY.values(), key=lambda entry: entry.name)
+    return sorted(_registry().values(), key=lambda entry: entry.name)
 
 
 def get_entry(name: str) -> TaggerEntry:
     try:
-        return _REGISTRY[name]
+        return _registry()[name]
     except KeyError:
         known = ", ".join(entry.name for entry in entries())
         raise UnknownTaggerError(f"unknown tagger {name!r}; known taggers: {known} (or 'all')") from None
@@ -98,3 +191,19 @@ def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, 
 
 def create(spec: TaggerSpec, options: TaggerOptions | None = None) -> Tagger:
     return get_entry(spec.name).factory(spec.argument, options or TaggerOptions())
+
+
+def read_vocabulary(spec: TaggerSpec, options: TaggerOptions | None = None) -> Mapping[str, int] | None:
+    """Tag -> category of everything the tagger can output (None: an open vocabulary).
+
+    From the entry's reader when it has one, which reads the tag file without loading weights (`--tag-scope=shared`
+    needs every selected tagger's vocabulary before any runs); else the tagger is built, asked, and closed.
+    """
+    entry = get_entry(spec.name)
+    if entry.vocabulary is not None:
+        return entry.vocabulary(spec.argument)
+    tagger = entry.factory(spec.argument, options or TaggerOptions())
+    try:
+        return tagger.vocabulary()
+    finally:
+        tagger.close()

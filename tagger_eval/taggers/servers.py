@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from PIL import Image
@@ -136,7 +136,7 @@ class _ServerTagger(Tagger):
             reason: BaseException = error
             if error.args and isinstance(error.args[0], MaxRetryError) and error.args[0].reason is not None:
                 reason = error.args[0].reason
-            retries = getattr(self.session.get_adapter(url).max_retries, "total", None)
+            retries = getattr(getattr(self.session.get_adapter(url), "max_retries", None), "total", None)
             after = f" after {retries} retries" if retries else ""
             if isinstance(error, requests.exceptions.Timeout) or isinstance(reason, (ReadTimeoutError, TimeoutError)):
                 message = (f"{where} did not answer {method} {url} within {self.timeout:g} s{after} "
@@ -264,7 +264,7 @@ class WebuiTagger(_ServerTagger):
             probabilities[name if name.startswith(RATING_PREFIX) else RATING_PREFIX + name] = float(p)
         return probabilities
 
-    def _malformed(self, answer: Any, problem: str | None = None) -> None:
+    def _malformed(self, answer: Any, problem: str | None = None) -> NoReturn:
         raise TaggerServerError(
             f"the webui tagger server at {self.url} answered POST {self.url}{self.INTERROGATE_PATH} with "
             f"{problem or _describe(answer)}; expected {self.EXPECTED_CAPTION}"

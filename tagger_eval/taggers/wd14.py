@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from PIL import Image
 from tagger_eval.checksums import file_digest
 from tagger_eval.config import TaggerOptions
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
-from tagger_eval.taggers.hub import HubFiles
+from tagger_eval.taggers.hub import PublishedModel
 from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
 from tagger_eval.taggers.registry import TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
@@ -29,40 +29,22 @@ TAGS_FILE = "selected_tags.csv"
 TAGS_HEADER = ["tag_id", "name", "category", "count"]
 KNOWN_CATEGORIES = {RATING, GENERAL, CHARACTER}
 
-
-@dataclass(frozen=True)
-class PublishedModel:
-    """One of SmilingWolf's published taggers: where its files are and its published defaults."""
-
-    name: str
-    repo_id: str
-    input_size: int = 448
-    threshold: float = 0.35
-    character_threshold: float = 0.85
-
-    revision: str | None = None  # None: the hub's `main`; a pinned commit makes results reproducible
-
-    @property
-    def files(self) -> HubFiles:
-        return HubFiles(self.repo_id, (MODEL_FILE, TAGS_FILE), self.revision)
-
-    def at(self, revision: str | None) -> PublishedModel:
-        return self if revision is None else replace(self, revision=revision)
-
-
+# SmilingWolf's published taggers: all 448px, thresholds general 0.35 and character 0.85.
+_published = partial(PublishedModel, model_file=MODEL_FILE, tags_file=TAGS_FILE, input_size=448, threshold=0.35,
+                     character_threshold=0.85)
 PUBLISHED_MODELS = (
-    PublishedModel("wd14-vit", "SmilingWolf/wd-v1-4-vit-tagger"),
-    PublishedModel("wd14-convnext", "SmilingWolf/wd-v1-4-convnext-tagger"),
-    PublishedModel("wd14-vit-v2", "SmilingWolf/wd-v1-4-vit-tagger-v2"),
-    PublishedModel("wd14-convnext-v2", "SmilingWolf/wd-v1-4-convnext-tagger-v2"),
-    PublishedModel("wd14-convnextv2-v2", "SmilingWolf/wd-v1-4-convnextv2-tagger-v2"),
-    PublishedModel("wd14-swinv2-v2", "SmilingWolf/wd-v1-4-swinv2-tagger-v2"),
-    PublishedModel("wd14-moat-v2", "SmilingWolf/wd-v1-4-moat-tagger-v2"),
-    PublishedModel("wd-vit-v3", "SmilingWolf/wd-vit-tagger-v3"),
-    PublishedModel("wd-swinv2-v3", "SmilingWolf/wd-swinv2-tagger-v3"),
-    PublishedModel("wd-convnext-v3", "SmilingWolf/wd-convnext-tagger-v3"),
-    PublishedModel("wd-vit-large-v3", "SmilingWolf/wd-vit-large-tagger-v3"),
-    PublishedModel("wd-eva02-large-v3", "SmilingWolf/wd-eva02-large-tagger-v3"),
+    _published("wd14-vit", "SmilingWolf/wd-v1-4-vit-tagger"),
+    _published("wd14-convnext", "SmilingWolf/wd-v1-4-convnext-tagger"),
+    _published("wd14-vit-v2", "SmilingWolf/wd-v1-4-vit-tagger-v2"),
+    _published("wd14-convnext-v2", "SmilingWolf/wd-v1-4-convnext-tagger-v2"),
+    _published("wd14-convnextv2-v2", "SmilingWolf/wd-v1-4-convnextv2-tagger-v2"),
+    _published("wd14-swinv2-v2", "SmilingWolf/wd-v1-4-swinv2-tagger-v2"),
+    _published("wd14-moat-v2", "SmilingWolf/wd-v1-4-moat-tagger-v2"),
+    _published("wd-vit-v3", "SmilingWolf/wd-vit-tagger-v3"),
+    _published("wd-swinv2-v3", "SmilingWolf/wd-swinv2-tagger-v3"),
+    _published("wd-convnext-v3", "SmilingWolf/wd-convnext-tagger-v3"),
+    _published("wd-vit-large-v3", "SmilingWolf/wd-vit-large-tagger-v3"),
+    _published("wd-eva02-large-v3", "SmilingWolf/wd-eva02-large-tagger-v3"),
 )
 
 
@@ -87,6 +69,11 @@ def read_selected_tags(path: Path) -> list[tuple[str, int]]:
     if not tags:
         raise ModelLoadError(f"{path} lists no tags")
     return tags
+
+
+def read_vocabulary(path: Path) -> dict[str, int]:
+    """`selected_tags.csv` as tag -> category, as the tagger reads it, without loading the model."""
+    return dict(read_selected_tags(path))
 
 
 def prepare_image(image: Image.Image, size: int) -> np.ndarray:
@@ -141,13 +128,13 @@ class WD14Tagger(Tagger):
 
     @classmethod
     def from_hub(cls, model: PublishedModel, options: TaggerOptions) -> WD14Tagger:
-        paths = model.files.require_cached(model.name if model.revision is None else f"{model.name}:{model.revision}")
-        tagger = cls(model.name, paths[MODEL_FILE], paths[TAGS_FILE], options)
+        paths = model.cached_files()
+        tagger = cls(model.name, paths[model.model_file], paths[model.tags_file], options)
         if tagger.input_size != model.input_size:
-            raise ModelLoadError(f"{paths[MODEL_FILE]} takes {tagger.input_size}px images, {model.name} "
+            raise ModelLoadError(f"{paths[model.model_file]} takes {tagger.input_size}px images, {model.name} "
                                  f"is published at {model.input_size}px: the cached file is not that model")
         tagger.default_threshold, tagger.default_character_threshold = model.threshold, model.character_threshold
-        tagger.revision = paths[MODEL_FILE].parent.name  # the hub cache keeps files under snapshots/<commit>/
+        tagger.revision = paths[model.model_file].parent.name  # the hub cache keeps files under snapshots/<commit>/
         tagger.repo_id = model.repo_id
         return tagger
 
@@ -182,10 +169,8 @@ class WD14Tagger(Tagger):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def _unavailable(model: PublishedModel) -> str | None:
-    if reason := missing_package_reason():
-        return reason
-    return None if model.files.cached() is not None else model.files.missing_message(model.name)
+def _directory_vocabulary(argument: str | None) -> dict[str, int]:
+    return read_vocabulary(Path(argument or "") / TAGS_FILE)
 
 
 ENTRIES = [
@@ -196,18 +181,8 @@ ENTRIES = [
         needs_argument=True,
         argument_name="DIR",
         unavailable_reason=missing_package_reason,
+        vocabulary=_directory_vocabulary,
     ),
-    *(
-        TaggerEntry(
-            model.name,
-            f"{model.repo_id} ({model.input_size}px; thresholds general {model.threshold}, "
-            f"character {model.character_threshold})",
-            lambda revision, options, model=model: WD14Tagger.from_hub(model.at(revision), options),
-            accepts_argument=True,
-            argument_name="REVISION",
-            unavailable_reason=lambda model=model: _unavailable(model),
-            fetch=lambda revision=None, model=model: model.at(revision).files.download(),
-        )
-        for model in PUBLISHED_MODELS
-    ),
+    *(model.entry(WD14Tagger.from_hub, missing_package=missing_package_reason, read_tags=read_vocabulary)
+      for model in PUBLISHED_MODELS),
 ]
