@@ -119,6 +119,11 @@ class TaggerSummary:
     errors: int
 
     @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaggerSummary:
+        """A summary saved in a results document (unknown keys from newer versions ignored)."""
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    @classmethod
     def from_results(cls, tagger: str, results: list[PostResult]) -> TaggerSummary:
         scored = [result for result in results if result.status == PostStatus.SCORED]
         counts = [result.counts or {} for result in scored]
@@ -164,42 +169,14 @@ class DatasetIdentity(TypedDict):
 
 
 class PostEntry(TypedDict, total=False):
-    """One post of one tagger: its status, the `scoring.PostScore` counts when scored, and the tag lists."""
+    """One post of one tagger: its status; when scored also the `scoring.post_score.PostScore` counts."""
 
     status: str
     score: float
-    correct: int
-    incorrect: int
-    missed: int
-    truth_size: int
-    predicted_size: int
-    rating_predicted: bool
-    rating_correct: bool
-    practical_incorrect: int
-    practical_predicted: int
     runtime_s: float | None
     missed_tags: list[str]
     wrong_tags: list[str]
     reason: str | None
-
-
-class SummaryEntry(TypedDict):
-    """`TaggerSummary` as JSON."""
-
-    tagger: str
-    threshold: float | None
-    character_threshold: float | None
-    posts: int
-    mean_score: float | None
-    median_score: float | None
-    mean_runtime_s: float | None
-    error_rate: float | None
-    practical_error_rate: float | None
-    rating_error_rate: float | None
-    passed: int
-    failed: int
-    skipped: int
-    errors: int
 
 
 class TaggerResults(TypedDict):
@@ -207,7 +184,7 @@ class TaggerResults(TypedDict):
     threshold: float | None
     character_threshold: float | None
     score_floor: float
-    summary: SummaryEntry
+    summary: dict[str, Any]  # `TaggerSummary` as JSON; `TaggerSummary.from_dict` reads it back
     posts: dict[str, PostEntry]
     metrics: NotRequired[dict[str, Any]]
 

@@ -3,38 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from builders import comparable_results
+from hooked_tagger import hooked_entry
 
-from tagger_eval.run.batching import BatchPredictor
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.reports.results import load
+from tagger_eval.run.batching import BatchPredictor
 from tagger_eval.run.evaluation import DEFAULT_DATASET
+from tagger_eval.taggers import registered
 from tagger_eval.taggers.control import ControlTagger
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
-COUNTING_CONFTEST = """
-    import json, os
-    from tagger_eval.taggers import TaggerEntry, register
-    from tagger_eval.taggers.control import ControlTagger
 
-    class CountingTagger(ControlTagger):
-        name = "counting"
-
-        def predict(self, samples):
-            with open(os.environ["CALLS_LOG"], "a") as log:
-                log.write(json.dumps([sample.post.id for sample in samples]) + "\\n")
-            return super().predict(samples)
-
-    register(TaggerEntry("counting", "logs its batches", lambda argument, options: CountingTagger()))
-"""
-
-
-def calls(log: Path) -> list[list[int]]:
-    return [json.loads(line) for line in log.read_text().splitlines()]
+@pytest.fixture
+def counting_calls() -> Iterator[list[list[int]]]:
+    """The post ids of each model call of the `counting` tagger, registered for the test only."""
+    calls: list[list[int]] = []
+    with registered(hooked_entry("counting", lambda samples: calls.append([sample.post.id for sample in samples]))):
+        yield calls
 
 
 def test_batches_give_the_one_by_one_results(pytester: pytest.Pytester, wd14_v2_dir: Path,
@@ -48,33 +39,29 @@ def test_batches_give_the_one_by_one_results(pytester: pytest.Pytester, wd14_v2_
     assert comparable_results(load(many)) == comparable_results(load(one))
 
 
-def test_the_model_is_called_once_per_batch(pytester: pytest.Pytester, demo_subset, monkeypatch) -> None:
+def test_the_model_is_called_once_per_batch(pytester: pytest.Pytester, demo_subset, monkeypatch,
+                                            counting_calls: list[list[int]]) -> None:
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # keep pytest-benchmark on in the inner run
     db_path = demo_subset(posts=10)
-    log = pytester.path / "calls.jsonl"
-    monkeypatch.setenv("CALLS_LOG", str(log))
-    pytester.makeconftest(COUNTING_CONFTEST)
     bench = pytester.path / "bench.json"
-    result = pytester.runpytest_subprocess("--tagger=counting", f"--dataset={db_path}", "--tagger-batch-size=4",
-                                           f"--benchmark-json={bench}", "--no-tagger-results")
+    result = pytester.runpytest_inprocess("--tagger=counting", f"--dataset={db_path}", "--tagger-batch-size=4",
+                                          f"--benchmark-json={bench}", "--no-tagger-results")
     assert result.ret == pytest.ExitCode.OK
-    assert calls(log) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    assert counting_calls == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
     # One benchmark per model call, named after the test that made it.
     names = [benchmark["name"] for benchmark in json.loads(bench.read_text())["benchmarks"]]
     assert sorted(names) == sorted(f"test_post_score[counting-post{n}]" for n in (1, 5, 9))
     assert "Benchmark fixture was not used" not in result.stdout.str()
 
 
-def test_only_the_selected_posts_are_predicted(pytester: pytest.Pytester, demo_subset, monkeypatch) -> None:
+def test_only_the_selected_posts_are_predicted(pytester: pytest.Pytester, demo_subset,
+                                               counting_calls: list[list[int]]) -> None:
     db_path = demo_subset(posts=10)
-    log = pytester.path / "calls.jsonl"
-    monkeypatch.setenv("CALLS_LOG", str(log))
-    pytester.makeconftest(COUNTING_CONFTEST)
-    result = pytester.runpytest_subprocess("--tagger=counting", f"--dataset={db_path}", "--tagger-batch-size=4",
-                                           "-k", "post2 or post5 or post7", "--benchmark-disable",
-                                           "--no-tagger-results")
+    result = pytester.runpytest_inprocess("--tagger=counting", f"--dataset={db_path}", "--tagger-batch-size=4",
+                                          "-k", "post2 or post5 or post7", "--benchmark-disable",
+                                          "--no-tagger-results")
     result.assert_outcomes(passed=3)
-    assert calls(log) == [[2, 5, 7]]
+    assert counting_calls == [[2, 5, 7]]
 
 
 def test_an_unreadable_image_in_a_batch_skips_only_its_post(pytester: pytest.Pytester, demo_subset) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tagger_eval.data import demo_dataset as demo
 from tagger_eval.cli import main
+from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.taggers import entries
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tagger_eval.config import parse_run_config
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.config import parse_run_config
 from tagger_eval.records import PostResult
 from tagger_eval.run.evaluation import Evaluation
 from tagger_eval.tags import CATEGORY_NAMES, CHARACTER, COPYRIGHT, GENERAL, RATING_LETTERS
@@ -116,8 +116,8 @@ def test_generate_replaces_what_was_there(tmp_path: Path) -> None:
 
 
 def test_metadata_records_how_the_demo_was_made(bundled: Dataset) -> None:
-    assert bundled.metadata() == {"source": "synthetic: tagger_eval.data.demo_dataset", "generator_version": demo.GENERATOR_VERSION,
-                                  "seed": str(demo.SEED), "posts": str(demo.POSTS)}
+    assert bundled.metadata() == {"source": "synthetic: tagger_eval.data.demo_dataset",
+                                  "generator_version": demo.GENERATOR_VERSION, "seed": str(demo.SEED), "posts": str(demo.POSTS)}
 
 
 def test_posts_are_stratified_evenly_across_ratings(bundled: Dataset) -> None:

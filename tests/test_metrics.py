@@ -1,4 +1,4 @@
-"""tagger_eval.scoring.threshold_metrics: hand-worked examples, a slow loop-based reference, scikit-learn, and properties."""
+"""`scoring.threshold_metrics`: hand-worked examples, a slow loop-based reference, scikit-learn, and properties."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tagger_eval.scoring import threshold_metrics as metrics
+from tagger_eval.scoring.post_score import score
+from tagger_eval.scoring.sparse_ranking import match_truth
 from tagger_eval.scoring.threshold_metrics import (
     PredictionSet,
     average_precision,
@@ -22,7 +24,6 @@ from tagger_eval.scoring.threshold_metrics import (
     subset_mask,
     tagger_metrics,
 )
-from tagger_eval.scoring.post_score import score
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
 # The references see degenerate cases on purpose (one label only, no positive): sklearn warns, the tests assert.
@@ -416,10 +417,10 @@ def test_match_truth_fallback_agrees_with_the_packed_sort():
     pred = rng.choice(10_000, 600, replace=False).astype(np.int64)
     true = rng.choice(10_000, 300, replace=False).astype(np.int64)
     expected = np.isin(pred, true)
-    assert np.array_equal(metrics._match_truth(pred, true, 10_000), expected)
-    assert np.array_equal(metrics._match_truth(pred, true, 2**62), expected)  # too wide to pack: argsort path
+    assert np.array_equal(match_truth(pred, true, 10_000), expected)
+    assert np.array_equal(match_truth(pred, true, 2**62), expected)  # too wide to pack: argsort path
     with pytest.raises(ValueError, match="twice"):
-        metrics._match_truth(np.r_[pred, pred[:1]], true, 2**62)
+        match_truth(np.r_[pred, pred[:1]], true, 2**62)
 
 
 def test_empty_sets():

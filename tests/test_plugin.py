@@ -6,7 +6,6 @@ import json
 import re
 import sqlite3
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from hooked_tagger import hooked_entry

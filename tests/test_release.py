@@ -13,8 +13,8 @@ import pytest
 from werkzeug import Request, Response
 
 from tagger_eval.http_client import make_session
-from tagger_eval.taggers.release import ReleaseError, cache_dir, extract_zip, fetch_release_zip
 from tagger_eval.taggers.deepdanbooru import ENTRIES, fetch_v3, v3_dir
+from tagger_eval.taggers.release import ReleaseError, cache_dir, extract_zip, fetch_release_zip
 
 PROJECT = {
     "tags.txt": b"1girl\nrating:safe\nrating:questionable\nrating:explicit\n",

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
 from builders import comparable_results
+from hooked_tagger import hooked_entry
 
 from tagger_eval.cli import main as cli_main
 from tagger_eval.config import GateConfig
-from tagger_eval.reports.compare import compare, failure_messages, format_comparison
-from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.reports.compare import compare, failure_messages, format_comparison
 from tagger_eval.reports.leaderboard import summarise
+from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
+from tagger_eval.taggers import registered
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
@@ -157,8 +160,8 @@ def test_runs_on_different_data_are_not_compared() -> None:
 
 def test_the_summary_of_a_document_matches_its_posts() -> None:
     """The document's aggregates come from the same PostResults as the terminal's leaderboard."""
-    from tagger_eval.reports.results import build_document
     from tagger_eval.config import parse_run_config
+    from tagger_eval.reports.results import build_document
     from tagger_eval.run.evaluation import Evaluation
 
     session = Evaluation(parse_run_config(["--tagger=demo-histogram"]))
@@ -256,27 +259,14 @@ def test_benchmark_compare_fail_catches_a_slower_tagger(pytester: pytest.Pyteste
     # pytest-benchmark turns itself off inside an xdist worker, which this suite may itself run in.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     db_path = demo_subset(posts=4)
-    pytester.makeconftest("""
-        import os, time
-        from tagger_eval.taggers import TaggerEntry, register
-        from tagger_eval.taggers.control import ControlTagger
-
-        class SleepyTagger(ControlTagger):
-            name = "sleepy"
-
-            def predict(self, samples):
-                time.sleep(float(os.environ["SLEEP_S"]))
-                return super().predict(samples)
-
-        register(TaggerEntry("sleepy", "sleeps SLEEP_S per image", lambda argument, options: SleepyTagger()))
-    """)
+    sleep_s = {"per call": 0.01}
     storage = pytester.path / "benchmarks"
     common = ["--tagger=sleepy", f"--dataset={db_path}", f"--benchmark-storage={storage}", "--no-tagger-results"]
-    monkeypatch.setenv("SLEEP_S", "0.01")
-    saved = pytester.runpytest_subprocess(*common, "--benchmark-autosave")
-    assert saved.ret == pytest.ExitCode.OK
-    monkeypatch.setenv("SLEEP_S", "0.05")
-    slower = pytester.runpytest_subprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=mean:10%")
+    with registered(hooked_entry("sleepy", lambda samples: time.sleep(sleep_s["per call"]))):
+        saved = pytester.runpytest_inprocess(*common, "--benchmark-autosave")
+        assert saved.ret == pytest.ExitCode.OK
+        sleep_s["per call"] = 0.05
+        slower = pytester.runpytest_inprocess(*common, "--benchmark-compare", "--benchmark-compare-fail=mean:10%")
     assert slower.ret != pytest.ExitCode.OK
     slower.stderr.fnmatch_lines(["*test_post_score[[]sleepy-post1[]]*Field 'mean' has failed PercentageRegression*"])
 

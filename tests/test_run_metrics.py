@@ -14,8 +14,8 @@ from builders import WD14_TAGS
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.reports.results import load
-from tagger_eval.scoring.post_score import score
 from tagger_eval.run.evaluation import DEFAULT_DATASET, PROBABILITY_FLOOR
+from tagger_eval.scoring.post_score import score
 from tagger_eval.scoring.tag_distance import TagSimilarity, soft_score
 from tagger_eval.taggers import Sample, TaggerSpec, create, normalise_prediction, select_tags
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tagger_eval.scoring.scope import TagScope, scoped_tags
 from tagger_eval.scoring.post_score import score
+from tagger_eval.scoring.scope import TagScope, scoped_tags
 from tagger_eval.taggers.base import normalise_prediction, select_tags
 from tagger_eval.tags import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META, RATING
 

@@ -14,8 +14,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.scoring.post_score import score
 from tagger_eval.run.evaluation import DEFAULT_DATASET, PostResult
+from tagger_eval.scoring.post_score import score
 from tagger_eval.scoring.tag_distance import (
     Similarity,
     TagSimilarity,
@@ -377,7 +377,8 @@ def test_demo_characters_are_fully_similar_to_their_shape(demo_similarity, demo_
     assert all((character in post) == (shape in post) for post in demo_posts)
     assert demo_similarity.similarity(character, shape) == 1.0
     others = sorted(demo_similarity.tags - {character})
-    fully_similar = [tag for tag, value in zip(others, demo_similarity.matrix([character], others)[0]) if value == 1.0]
+    similarities = demo_similarity.matrix([character], others)[0]
+    fully_similar = [tag for tag, value in zip(others, similarities, strict=True) if value == 1.0]
     assert fully_similar == [shape]
 
 

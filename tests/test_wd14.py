@@ -14,9 +14,9 @@ from PIL import Image
 
 from tagger_eval.cli import main as cli_main
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.taggers.hub import HubFiles, ModelFilesError
 from tagger_eval.run.evaluation import DEFAULT_DATASET, TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, get_entry, select_tags
+from tagger_eval.taggers.hub import HubFiles, ModelFilesError
 from tagger_eval.taggers.onnx import ModelLoadError, select_providers
 from tagger_eval.taggers.wd14 import PUBLISHED_MODELS, WD14Tagger, prepare_image, read_selected_tags
 from tagger_eval.tags import CHARACTER, GENERAL, RATING

@@ -19,7 +19,7 @@ import math
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import matplotlib
 import numpy as np
@@ -30,6 +30,9 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from tagger_eval.records import ResultsDocument, document_order, scored_posts
 
+if TYPE_CHECKING:
+    from matplotlib.typing import ColorType, RcKeyType
+
 BIN_WIDTH = 0.05
 MAX_BINS = 120
 # Chart labels longer than this lose their middle to an ellipsis; the HTML always has the full text.
@@ -39,7 +42,9 @@ DPI = 100
 DIRECT_LABELS = 6
 FIGURE_WIDTH = 8.5  # inches
 # Explicit settings, so a user's matplotlibrc changes as little as possible and nothing varies between runs.
-STYLE = {"font.size": 9, "axes.titlesize": 9, "svg.hashsalt": "tagger-eval", "svg.fonttype": "path"}
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 9, "axes.titlesize": 9, "svg.hashsalt": "tagger-eval", "svg.fonttype": "path"
+}
 # PNG metadata: no Software key (it would carry the matplotlib version) and no time.
 PNG_METADATA = {"Software": None}
 RateField = Literal["error_rate", "practical_error_rate", "rating_error_rate"]
@@ -228,8 +233,8 @@ def _empty(figure: Figure, message: str) -> None:
     axes.set_axis_off()
 
 
-def _colours(count: int) -> list[tuple[float, ...]]:
-    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"].colors
+def _colours(count: int) -> list[ColorType]:
+    palette = matplotlib.color_sequences["tab10" if count <= 10 else "tab20"]
     return [palette[index % len(palette)] for index in range(count)]
 
 

@@ -11,7 +11,6 @@ import base64
 import html
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +64,9 @@ def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
     return ['<dl class="facts">', *(f"<dt>{term}</dt><dd>{value}</dd>" for term, value in items), "</dl>"]
 
 
-def _summary_object(summary: Mapping[str, Any]) -> TaggerSummary:
-    """The summary of a document as the leaderboard's type; keys it does not know (a newer writer's) are ignored."""
-    names = {field.name for field in fields(TaggerSummary)}
-    return TaggerSummary(**{name: value for name, value in summary.items() if name in names})
-
-
 def table_rows(document: ResultsDocument) -> list[list[str]]:
     """The leaderboard's cells, best tagger first, formatted exactly as the terminal table (unescaped)."""
-    return [table_cells(_summary_object({**document["taggers"][label]["summary"], "tagger": label}))
+    return [table_cells(TaggerSummary.from_dict({**document["taggers"][label]["summary"], "tagger": label}))
             for label in document_order(document)]
 
 

@@ -32,7 +32,6 @@ from tagger_eval.records import (
     PostEntry,
     PostResult,
     ResultsDocument,
-    SummaryEntry,
     TaggerResults,
     group_by_tagger,
     summarise,
@@ -75,7 +74,7 @@ def build_document(
             "threshold": first.threshold,
             "character_threshold": first.character_threshold,
             "score_floor": first.floor,
-            "summary": cast(SummaryEntry, asdict(summaries[label])),
+            "summary": asdict(summaries[label]),
             "posts": {str(result.post): _post_entry(result) for result in group},
         }
     return {

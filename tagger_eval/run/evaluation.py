@@ -6,7 +6,7 @@ The pytest plugin is a thin shell around this module; `TaggerRun.evaluate` is th
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypeVar

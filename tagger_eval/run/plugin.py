@@ -94,7 +94,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def tagger_eval_session(pytestconfig: pytest.Config) -> Evaluation:
+def tagger_evaluation(pytestconfig: pytest.Config) -> Evaluation:
     try:
         return pytestconfig.stash[EVALUATION_KEY]
     except KeyError:
@@ -102,9 +102,9 @@ def tagger_eval_session(pytestconfig: pytest.Config) -> Evaluation:
 
 
 @pytest.fixture(scope="session")
-def tagger_run(request: pytest.FixtureRequest, tagger_eval_session: Evaluation) -> Iterator[TaggerRun]:
+def tagger_run(request: pytest.FixtureRequest, tagger_evaluation: Evaluation) -> Iterator[TaggerRun]:
     """The tagger under evaluation, loaded once and released when its tests are done."""
-    run = tagger_eval_session.load(request.param)
+    run = tagger_evaluation.load(request.param)
     yield run
     run.close()
 

@@ -27,7 +27,7 @@ class Property:
 
 
 def test_post_score(
-    tagger_eval_session: Evaluation, tagger_run: TaggerRun, post_id: int,
+    tagger_evaluation: Evaluation, tagger_run: TaggerRun, post_id: int,
     record_property: Callable[[str, Any], None], request: pytest.FixtureRequest,
 ) -> None:
     def benchmarked(infer: Callable[[], T]) -> T:
@@ -44,7 +44,7 @@ def test_post_score(
             record_property(Property.TAG_COUNTS, {tagger_run.label: dict(counts)})
         tagger_run.identity_reported = True
     try:
-        result = tagger_run.evaluate(tagger_eval_session.dataset, post_id, run_inference=benchmarked)
+        result = tagger_run.evaluate(tagger_evaluation.dataset, post_id, run_inference=benchmarked)
     except PostSkipped as skip:
         record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.SKIPPED, str(skip)).to_dict())
         pytest.skip(str(skip))

@@ -1,6 +1,6 @@
 """The ranking engine behind `threshold_metrics`: one tagger's stored probabilities sorted once, then only counted.
 
-`_match_truth` marks which stored predictions are truth pairs (one sort of both); `SparseRanking` ranks the marked
+`match_truth` marks which stored predictions are truth pairs (one sort of both); `SparseRanking` ranks the marked
 entries. Every count a metric needs (predictions above a threshold, true positives among them, precision at each
 distinct probability, the running seed score) is then a `searchsorted` or a cumulative sum over one sorted array of
 packed int64 keys, for every tag at once: nothing loops over posts, tags or thresholds, and nothing builds a dense
@@ -43,7 +43,7 @@ def _block_ends(key: np.ndarray) -> np.ndarray:
     return is_end
 
 
-def _match_truth(pred_key: np.ndarray, true_key: np.ndarray, max_key: int) -> np.ndarray:
+def match_truth(pred_key: np.ndarray, true_key: np.ndarray, max_key: int) -> np.ndarray:
     """Which of the (post, tag) keys `pred_key` are in `true_key`; refuses a key twice in either.
 
     One sort of both, packed with a flag (truth first) and the prediction's index into one int64 when that fits,
@@ -203,3 +203,11 @@ class SparseRanking:
         is_end = _block_ends(desc)
         distinct = (_ONE_BITS - desc[is_end]).astype(np.uint32).view(np.float32).astype(np.float64)
         return distinct, np.concatenate(([0.0], np.cumsum(weights.astype(np.longdouble))[is_end]))
+
+    def top_per_post(self, selected: np.ndarray) -> np.ndarray:
+        """The index of each post's first `selected` entry: the highest probability, the lowest tag index on a tie."""
+        chosen = np.flatnonzero(selected)
+        post, tag, prob = self.pred_post[chosen], self.pred_tag[chosen], self.pred_prob[chosen]
+        order = np.lexsort((tag, -prob, post))
+        first = order[np.flatnonzero(np.diff(post[order], prepend=-1) != 0)] if order.size else order
+        return chosen[first]

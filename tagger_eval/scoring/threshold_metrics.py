@@ -30,7 +30,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from tagger_eval.scoring.sparse_ranking import SparseRanking, _match_truth
+from tagger_eval.scoring.sparse_ranking import SparseRanking, match_truth
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
 
 
@@ -83,7 +83,7 @@ def _rank(ps: PredictionSet) -> SparseRanking:
     if categories.shape != (n_tags,):
         raise ValueError(f"categories has shape {categories.shape}, expected ({n_tags},)")
     post, tag, prob, true_post, true_tag = _checked_arrays(ps, n_posts, n_tags)
-    pred_true = _match_truth(post * n_tags + tag, true_post * n_tags + true_tag, n_posts * n_tags)
+    pred_true = match_truth(post * n_tags + tag, true_post * n_tags + true_tag, n_posts * n_tags)
     return SparseRanking(n_posts=n_posts, n_tags=n_tags, pred_post=post, pred_tag=tag, pred_prob=prob,
                          pred_true=pred_true, true_post=true_post, true_tag=true_tag)
 
@@ -347,17 +347,9 @@ def _best_score_threshold(
     n_valid = int(valid.sum())
     if n_valid == 0:
         return threshold, None
-    return threshold, float((totals[chosen] + _rating_total(ranking, is_rating, inverse)) / n_valid)
-
-
-def _rating_total(ranking: SparseRanking, is_rating: np.ndarray, inverse: np.ndarray) -> float:
-    """The ratings' share of the summed seed score, the same at every threshold: per post, +-1/|T| for its rating,
-    the highest stored rating probability (ties to the lowest tag index)."""
-    post, tag = ranking.pred_post[is_rating], ranking.pred_tag[is_rating]
-    prob, true = ranking.pred_prob[is_rating], ranking.pred_true[is_rating]
-    order = np.lexsort((tag, -prob, post))
-    first = order[np.flatnonzero(np.diff(post[order], prepend=-1) != 0)] if order.size else order
-    return float(np.sum((2.0 * true[first] - 1) * inverse[post[first]]))
+    picked = ranking.top_per_post(is_rating)  # each post's one rating, the same at every threshold: +-1/|T|
+    rating_total = float(np.sum((2.0 * ranking.pred_true[picked] - 1) * inverse[ranking.pred_post[picked]]))
+    return threshold, float((totals[chosen] + rating_total) / n_valid)
 
 
 def _candidate_totals(

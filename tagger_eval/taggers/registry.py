@@ -123,7 +123,7 @@ def _plugin_entries(points: Iterable[importlib.metadata.EntryPoint]) -> list[Tag
 def _describe(point: importlib.metadata.EntryPoint) -> str:
     dist = point.dist
     package = f"distribution {dist.name} {dist.version}" if dist is not None else "an unknown distribution"
-    return f"entry point {point.name!r} ({point.value}) of {package} in group {ENTRY_POINT_GROUP!r}"
+    return f"{ENTRY_POINT_GROUP} entry point {point.name!r} ({point.value}) of {package}"
 
 
 def _load(point: importlib.metadata.EntryPoint, where: str) -> list[TaggerEntry]:
