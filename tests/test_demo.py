@@ -117,7 +117,8 @@ def test_generate_replaces_what_was_there(tmp_path: Path) -> None:
 
 def test_metadata_records_how_the_demo_was_made(bundled: Dataset) -> None:
     assert bundled.metadata() == {"source": "synthetic: tagger_eval.data.demo_dataset",
-                                  "generator_version": demo.GENERATOR_VERSION, "seed": str(demo.SEED), "posts": str(demo.POSTS)}
+                                  "generator_version": demo.GENERATOR_VERSION, "seed": str(demo.SEED),
+                                  "posts": str(demo.POSTS)}
 
 
 def test_posts_are_stratified_evenly_across_ratings(bundled: Dataset) -> None:

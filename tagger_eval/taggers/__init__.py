@@ -1,5 +1,7 @@
 """The tagger interface, the registry, and the built-in taggers (registered here, before any entry point's)."""
 
+from collections.abc import Callable, Mapping
+
 from tagger_eval.config import TaggerOptions, TaggerSpec
 from tagger_eval.data.demo_dataset import vocabulary as demo_vocabulary
 from tagger_eval.taggers import deepdanbooru, servers, wd14
@@ -22,16 +24,23 @@ from tagger_eval.taggers.registry import (
     unregister,
 )
 
-register(TaggerEntry(ControlTagger.name, "returns each post's truth tags; must score exactly 1.0 (checks the scoring)",
-                     lambda _argument, _options: ControlTagger(), vocabulary=lambda _argument: None))
-for _cls, _description in (
-    (PixelTagger, "demo: measures shapes and colours at full resolution"),
-    (LowResolutionTagger, "demo: the same analysis on a 24x24 thumbnail"),
-    (HistogramTagger, "demo: colours only, guesses every shape is a circle"),
+
+def _built_in(cls: type[Tagger], description: str, vocabulary: Callable[[], Mapping[str, int] | None]) -> TaggerEntry:
+    """A tagger without argument or model files, whose vocabulary is known without building it."""
+    return TaggerEntry(cls.name, description, lambda _argument, _options: cls(),
+                       vocabulary=lambda _argument: vocabulary())
+
+
+for _entry in (
+    _built_in(ControlTagger, "returns each post's truth tags; must score exactly 1.0 (checks the scoring)",
+              lambda: None),
+    _built_in(PixelTagger, "demo: measures shapes and colours at full resolution", demo_vocabulary),
+    _built_in(LowResolutionTagger, "demo: the same analysis on a 24x24 thumbnail", demo_vocabulary),
+    _built_in(HistogramTagger, "demo: colours only, guesses every shape is a circle", demo_vocabulary),
+    *wd14.ENTRIES,
+    *deepdanbooru.ENTRIES,
+    *servers.ENTRIES,
 ):
-    register(TaggerEntry(_cls.name, _description, lambda _argument, _options, cls=_cls: cls(),
-                         vocabulary=lambda _argument: demo_vocabulary()))
-for _entry in (*wd14.ENTRIES, *deepdanbooru.ENTRIES, *servers.ENTRIES):
     register(_entry)
 
 __all__ = [

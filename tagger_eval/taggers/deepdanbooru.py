@@ -50,10 +50,7 @@ DEFAULT_BATCH_SIZE = 16
 
 # The last public release (Danbooru's ratings of 2021: rating:safe/questionable/explicit).
 V3_RELEASE = "v3-20211112-sgd-e28"
-V3_URL = (
-    "https://github.com/KichangKim/DeepDanbooru/releases/download/"
-    f"{V3_RELEASE}/deepdanbooru-{V3_RELEASE}.zip"
-)
+V3_URL = f"https://github.com/KichangKim/DeepDanbooru/releases/download/{V3_RELEASE}/deepdanbooru-{V3_RELEASE}.zip"
 V3_MAX_BYTES = 1536 << 20  # the zip is several hundred MB; a bound against a wrong or hostile answer
 V3_MAX_EXTRACTED_BYTES = 3 << 30
 
@@ -220,10 +217,9 @@ def find_model_file(project_dir: Path, context: Mapping[str, Any] | None = None)
     return candidates[-1]
 
 
-def read_vocabulary(project_dir: Path, tags: Sequence[str] | None = None) -> Mapping[str, int]:
-    """Every tags.txt tag (normalised) -> rating, character (listed in tags-character.txt) or general: the tagger's
-    vocabulary, read from the tag files alone (no TensorFlow, no weights). `tags`: tags.txt when already read."""
-    tags = read_tag_file(project_dir / TAGS_FILE) if tags is None else tags
+def read_vocabulary(project_dir: Path) -> Mapping[str, int]:
+    """Each tags.txt tag (normalised) -> rating, character (in tags-character.txt) or general; no weights needed."""
+    tags = read_tag_file(project_dir / TAGS_FILE)
     character_path = project_dir / CHARACTER_TAGS_FILE
     characters = set(read_tag_file(character_path)) if character_path.is_file() else set()
     return MappingProxyType({normalise_tag(tag): RATING if is_rating(tag) else CHARACTER if tag in characters
@@ -245,14 +241,8 @@ class DeepDanbooruTagger(Tagger):
     default_score_floor = REAL_MODEL_SCORE_FLOOR
     rating_aliases = RATING_ALIASES
 
-    def __init__(
-        self,
-        project_dir: str | Path,
-        options: TaggerOptions | None = None,
-        *,
-        name: str = "deepdanbooru",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
+    def __init__(self, project_dir: str | Path, options: TaggerOptions | None = None, *, name: str = "deepdanbooru",
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.name = name
         self.batch_size = max(1, batch_size)
         self.project_dir = Path(project_dir).expanduser()
@@ -264,7 +254,7 @@ class DeepDanbooruTagger(Tagger):
         tags_path = self.project_dir / TAGS_FILE
         self.tags = read_tag_file(tags_path)
         self.model_path = find_model_file(self.project_dir, context)
-        self._vocabulary = read_vocabulary(self.project_dir, self.tags)
+        self._vocabulary = read_vocabulary(self.project_dir)
 
         tf, tf_keras = _import_keras()
         _configure_tensorflow(tf, options)
@@ -363,9 +353,7 @@ def _v3_project() -> Path | None:
 def v3_unavailable_reason() -> str | None:
     if reason := missing_package_reason():
         return reason
-    if _v3_project() is None:
-        return "not downloaded; run `tagger-eval fetch deepdanbooru-v3`"
-    return None
+    return "not downloaded; run `tagger-eval fetch deepdanbooru-v3`" if _v3_project() is None else None
 
 
 def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path:
@@ -380,8 +368,7 @@ def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path
 
 
 def _downloaded_v3_project() -> Path:
-    project = _v3_project()
-    if project is None:
+    if (project := _v3_project()) is None:
         raise DeepDanbooruError(f"deepdanbooru-v3 is not in {v3_dir()}: run `tagger-eval fetch deepdanbooru-v3`")
     return project
 

@@ -92,13 +92,14 @@ def prepare_image(image: Image.Image, size: int) -> np.ndarray:
 
 class WD14Tagger(Tagger):
     default_threshold = 0.35
-    default_character_threshold = 0.85
+    default_character_threshold: float | None = 0.85
     default_score_floor = REAL_MODEL_SCORE_FLOOR
 
     def __init__(self, name: str, model_path: Path, tags_path: Path, options: TaggerOptions) -> None:
         self.name = name
         self.model_path, self.tags_path = model_path, tags_path
-        self.revision: str | None = None
+        self.revision: str | None = None  # with repo_id, set for a published model: where the files came from
+        self.repo_id: str | None = None
         self.session = create_session(model_path, options)
         tags = read_selected_tags(tags_path)
         self.tag_names = [tag for tag, _ in tags]
@@ -151,7 +152,7 @@ class WD14Tagger(Tagger):
     def identity(self) -> dict[str, str]:
         identity = {**super().identity(), "model_sha256": file_digest(self.model_path),
                     "tags_sha256": file_digest(self.tags_path)}
-        if self.revision is not None:
+        if self.repo_id is not None and self.revision is not None:
             identity.update(repo_id=self.repo_id, revision=self.revision)
         return identity
 
