@@ -21,8 +21,13 @@ def list_taggers() -> int:
     """Every registered tagger, whether it can run here, and if not, why and how to fix it."""
     from tagger_eval import taggers
 
+    try:
+        registered = taggers.entries()
+    except taggers.PluginError as error:  # a broken third-party tagger package: name it, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows = []
-    for entry in taggers.entries():
+    for entry in registered:
         rows.append((entry.usage, entry.unavailable_reason(), entry.description))
     width = max(len("tagger"), *(len(usage) for usage, _, _ in rows))
     print(f"{'tagger'.ljust(width)}  runs here  description")
@@ -42,7 +47,7 @@ def fetch(names: Sequence[str]) -> int:
         name, _, argument = spec.partition(":")
         try:
             entry = taggers.get_entry(name)
-        except taggers.UnknownTaggerError as error:
+        except (taggers.UnknownTaggerError, taggers.PluginError) as error:
             print(f"error: {error}", file=sys.stderr)
             status = 2
             continue

@@ -171,6 +171,15 @@ def test_a_broken_entry_point_is_a_usage_error_of_the_run(tmp_path: Path) -> Non
             "failed to load" in completed.stderr)
 
 
+def test_a_broken_entry_point_is_one_error_line_of_the_cli(tmp_path: Path) -> None:
+    write_distribution(tmp_path, "plugin", {"broken": "no_such_module:ENTRY"}, "")
+    for command in (["list"], ["fetch", "wd-vit-v3"]):
+        completed = run_python("-m", "tagger_eval.cli", *command, path=tmp_path)
+        assert completed.returncode == 2
+        assert completed.stderr.startswith("error: tagger_eval.taggers entry point 'broken' (no_such_module:ENTRY)")
+        assert "Traceback" not in completed.stderr
+
+
 def test_an_entry_point_may_be_a_function_returning_entries(tmp_path: Path) -> None:
     module = f"def entries():\n    return ({ENTRY.format(name='one')}, {ENTRY.format(name='two')})\n"
     write_distribution(tmp_path, "plugin", {"both": "plugin:entries"}, module)
