@@ -1,4 +1,4 @@
-"""Time tagger_eval.scoring.threshold_metrics on a run of Danbooru's size: `python benchmarks/metrics_speed.py [--posts N --tags M]`.
+"""Time `tagger_eval.scoring.threshold_metrics` on a run of Danbooru's size: `python benchmarks/metrics_speed.py`.
 
 Builds a random sparse run (30,000 posts x 10,000 tags by default): Zipf-like tag frequencies, about 30 truth tags
 and 150 stored probabilities per post (a tagger storing everything above a floor), four rating tags with one true
