@@ -34,8 +34,9 @@ from compute_models import KERAS_MODELS, ONNX_MODELS, ensure
 from PIL import Image
 
 from tagger_eval.data.dataset import Dataset
+from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.records import PostResult
 from tagger_eval.reports.leaderboard import format_table, summarise
-from tagger_eval.run.evaluation import DEFAULT_DATASET, PostResult
 from tagger_eval.taggers import TaggerOptions
 from tagger_eval.taggers.wd14 import WD14Tagger, prepare_image
 
