@@ -9,16 +9,32 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagger_eval.config import MAX_WORSE, TOLERANCE, GateConfig
+
+if TYPE_CHECKING:
+    from tagger_eval.taggers import TaggerEntry
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.danbooru import DEFAULT_BASE_URL, MAX_LIMIT
 from tagger_eval.data.downloader import IMAGE_EXTENSIONS
 from tagger_eval.tags import RATING_LETTERS
 
 
+def _vocabulary_size(entry: TaggerEntry, runs_here: bool) -> str:
+    """How many tags it can output, read from its tag file (never its weights): `open` for an open vocabulary, `-`
+    when unknown until run (a directory or server argument, no reader, or not downloaded)."""
+    if not runs_here or entry.needs_argument or entry.vocabulary is None:
+        return "-"
+    try:
+        vocabulary = entry.vocabulary(None)
+    except Exception:  # a damaged tag file: the run reports it in full; the listing goes on
+        return "error"
+    return "open" if vocabulary is None else f"{len(vocabulary):,}"
+
+
 def list_taggers() -> int:
-    """Every registered tagger, whether it can run here, and if not, why and how to fix it."""
+    """Every registered tagger, whether it can run here (and if not, why and how to fix it), and its tag count."""
     from tagger_eval import taggers
 
     try:
@@ -28,13 +44,14 @@ def list_taggers() -> int:
         return 2
     rows = []
     for entry in registered:
-        rows.append((entry.usage, entry.unavailable_reason(), entry.description))
-    width = max(len("tagger"), *(len(usage) for usage, _, _ in rows))
-    print(f"{'tagger'.ljust(width)}  runs here  description")
-    for usage, reason, description in rows:
-        print(f"{usage.ljust(width)}  {'yes' if reason is None else 'no ':9}  {description}")
+        reason = entry.unavailable_reason()
+        rows.append((entry.usage, reason, _vocabulary_size(entry, reason is None), entry.description))
+    width = max(len("tagger"), *(len(row[0]) for row in rows))
+    print(f"{'tagger'.ljust(width)}  runs here  {'tags':>7}  description")
+    for usage, reason, size, description in rows:
+        print(f"{usage.ljust(width)}  {'yes' if reason is None else 'no ':9}  {size:>7}  {description}")
         if reason is not None:
-            print(f"{'':{width}}  {'':9}  -> {reason}")
+            print(f"{'':{width}}  {'':9}  {'':7}  -> {reason}")
     return 0
 
 

@@ -41,9 +41,13 @@ def check_listing(output: str) -> None:
         reason = entry.unavailable_reason()
         assert cells[1] == ("yes" if reason is None else "no"), cells
         assert shown_reason == reason
+        vocabulary = entry.vocabulary(None) if entry.vocabulary and reason is None and not entry.needs_argument else 0
+        assert cells[2] == ("-" if vocabulary == 0 else "open" if vocabulary is None else f"{len(vocabulary):,}")
         assert " ".join(entry.description.split()) in " ".join(cells)
     for name in BUILT_IN:
         assert rows[name][0][1] == "yes", rows[name]
+    assert rows["control"][0][2] == "open"
+    assert int(rows["demo-pixel"][0][2]) > 10
 
 
 def test_list_shows_every_registered_tagger(capsys: pytest.CaptureFixture[str]) -> None:
