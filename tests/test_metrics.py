@@ -30,7 +30,6 @@ from tagger_eval.tags import CHARACTER, GENERAL, RATING
 pytestmark = pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
 
 NAMES = ("precision", "recall", "f1", "f2", "mcc", "accuracy")
-assert metrics.SCORE_NAMES == NAMES
 UNSTORED = np.nan  # in the dense test matrices: a probability below the storage floor (counts as 0)
 
 
@@ -469,7 +468,7 @@ def runs(draw, max_posts: int = 7, max_tags: int = 5) -> PredictionSet:
 
 
 THRESHOLDS = st.one_of(st.sampled_from([0.0, -0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0]), st.floats(-0.5, 1.5))
-SUBSETS = st.sampled_from(metrics.CATEGORIES)
+SUBSETS = st.sampled_from(list(metrics.MetricCategory))
 
 
 def approx_scores(expected: dict) -> dict:
@@ -602,7 +601,7 @@ def test_tagger_metrics_agrees_with_the_functions(ps, chosen):
     sizes = truth.sum(axis=1)
     result = tagger_metrics(ps, sizes, chosen, rare_rank=2)
     assert json.loads(json.dumps(result)) == result
-    for category in metrics.CATEGORIES:
+    for category in metrics.MetricCategory:
         mask = subset_mask(ps, category, 2)
         if not truth[:, mask].any():
             assert category not in result

@@ -44,8 +44,6 @@ class MetricCategory(StrEnum):
     RARE = "rare"
 
 
-CATEGORIES = tuple(MetricCategory)
-SCORE_NAMES = ("precision", "recall", "f1", "f2", "mcc", "accuracy")
 # The P = R search of `tagger_metrics` (pr_breakeven's defaults): range, bracket width, halvings.
 BREAKEVEN_SEARCH = (0.01, 0.99, 1e-4, 60)
 
@@ -230,7 +228,7 @@ def _subset_mask(
         rank = np.empty(positives.size, dtype=np.int64)
         rank[order] = np.arange(positives.size)
         return rank >= rare_rank
-    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(MetricCategory)}")
 
 
 def subset_mask(ps: PredictionSet, category: str, rare_rank: int = 1000) -> np.ndarray:
@@ -378,7 +376,7 @@ def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold:
     sizes = _truth_sizes(ranking, truth_sizes)
     categories, rating = np.asarray(ps.categories), _rating_mask(ps)
     result: dict = {}
-    for category in CATEGORIES:
+    for category in MetricCategory:
         mask = _subset_mask(categories, rating, ps.frequency_rank, ranking.positives, category, rare_rank)
         idx = np.flatnonzero(mask)
         if ranking.positives[idx].sum() == 0:
@@ -389,7 +387,7 @@ def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold:
             entry[average] = {"pr_threshold": threshold, **_scores(ranking, threshold, idx)[average]}
         entry["at_threshold"] = _scores(ranking, chosen_threshold, idx)
         entry["average_precision"] = _average_precision(ranking, mask)
-        result[category] = entry
+        result[category.value] = entry
     threshold, mean_score = _best_score_threshold(ranking, rating, sizes, None)
     result["best_score_threshold"] = {"threshold": threshold, "mean_score": mean_score}
     return result
