@@ -20,6 +20,9 @@ from tagger_eval.scoring.scope import TagScope
 from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatching
 
 E = TypeVar("E", bound=StrEnum)
+# Decoded pixels per image above which a post is skipped: 40 megapixels (a 6300x6300 image, 120 MB as RGB) holds
+# every ordinary Danbooru post; Pillow itself only warns below 89 megapixels and refuses above twice that.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower
 AUTOSAVE_DIR = ".tagger-eval"
@@ -195,6 +198,8 @@ RUN_OPTIONS = (
            {"type": positive_int, "default": None, "metavar": "N"}),
     Option("--http-timeout", "timeout of each request to a tagger server (default: 60)",
            {"type": positive_float, "default": 60.0, "metavar": "SECONDS"}),
+    Option("--max-image-pixels", f"skip images with more pixels than this (default: {DEFAULT_MAX_IMAGE_PIXELS:,})",
+           {"type": positive_int, "default": DEFAULT_MAX_IMAGE_PIXELS, "metavar": "N"}),
     Option("--tagger-results", f"write the run's results JSON here (default: a new numbered file in {AUTOSAVE_DIR}/)",
            {"type": Path, "default": None, "metavar": "PATH"}),
     Option("--no-tagger-results", "do not save the run's results", {"action": "store_true"}),
@@ -252,6 +257,18 @@ class OutputConfig:
     baseline: Path | None = None
     report_dir: Path | None = None
 
+    def check(self) -> None:
+        """Paths the end of the run writes to or reads from, checked before the run rather than after it."""
+        if self.autosave and self.results_path is not None and self.results_path.is_dir():
+            raise ConfigError(f"--tagger-results: {self.results_path} is a directory; give a file path such as "
+                              f"{self.results_path / 'results.json'}")
+        if self.report_dir is not None and self.report_dir.exists() and not self.report_dir.is_dir():
+            raise ConfigError(f"--tagger-report: {self.report_dir} is a file; give a directory for the charts and "
+                              "index.html (it is created if missing)")
+        if self.baseline is not None and not self.baseline.is_file():
+            raise ConfigError(f"--tagger-baseline: {self.baseline} is not a file; give a results JSON of an earlier "
+                              "run (by default under .tagger-eval/)")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -269,6 +286,7 @@ class RunConfig:
     soft_score_matching: SoftScoreMatching = SoftScoreMatching.MAX
     soft_score_similarity: SimilarityMeasure = SimilarityMeasure.COSINE
     batch_size: int = 1
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     tagger_options: TaggerOptions = TaggerOptions()
     output: OutputConfig = OutputConfig()
     gate: GateConfig = GateConfig()
@@ -289,7 +307,7 @@ class RunConfig:
             character_thresholds=PerTagger.from_values(options.character_threshold),
             scope=options.tag_scope, expand_implications=options.expand_implications, metrics=options.tagger_metrics,
             soft_score_matching=options.soft_score_matching, soft_score_similarity=options.soft_score_similarity,
-            batch_size=options.tagger_batch_size,
+            batch_size=options.tagger_batch_size, max_image_pixels=options.max_image_pixels,
             tagger_options=TaggerOptions(options.execution_provider, options.tagger_threads, options.http_timeout),
             output=OutputConfig(options.tagger_results, not options.no_tagger_results, options.tagger_baseline,
                                 options.tagger_report),
@@ -306,6 +324,7 @@ class RunConfig:
             for name in values.by_name:
                 if name not in labels:
                     raise ConfigError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")
+        self.output.check()
         if self.metrics == MetricsMode.FULL and self.soft_score_matching == SoftScoreMatching.ONE_TO_ONE:
             try:
                 import scipy.optimize  # noqa: F401

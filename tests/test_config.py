@@ -24,6 +24,7 @@ from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatchin
 
 
 def test_every_option_lands_in_the_config(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text("{}")
     config = parse_run_config([
         "--tagger=control,demo-pixel", f"--dataset={tmp_path / 'data.db'}", "--threshold=0.4",
         "--threshold=demo-pixel=0.6", "--score-floor=-1", "--character-threshold=demo-pixel=0.9",
@@ -55,6 +56,17 @@ def test_defaults() -> None:
     assert config.dataset is None and config.scope == TagScope.ALL and config.metrics == MetricsMode.OFF
     assert config.gate == GateConfig() and config.batch_size == 1 and config.output.autosave
     assert config.thresholds.pick(TaggerSpec("control"), 0.5) == 0.5
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"--tagger-report: .*README.md is a file; give a directory"):
+        parse_run_config(["--tagger=control", f"--tagger-report={tmp_path / 'README.md'}"])
+    with pytest.raises(ConfigError, match=r"--tagger-results: .* is a directory; give a file path"):
+        parse_run_config(["--tagger=control", f"--tagger-results={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"--tagger-baseline: .*old.json is not a file"):
+        parse_run_config(["--tagger=control", f"--tagger-baseline={tmp_path / 'old.json'}"])
+    assert parse_run_config(["--tagger=control", f"--tagger-results={tmp_path}", "--no-tagger-results"])
 
 
 def test_the_config_is_frozen() -> None:

@@ -10,6 +10,7 @@ from tagger_eval.taggers.control import ControlTagger
 from tagger_eval.taggers.demo import HistogramTagger, LowResolutionTagger, PixelTagger
 from tagger_eval.taggers.registry import (
     ENTRY_POINT_GROUP,
+    InvalidTaggerSpec,
     PluginError,
     TaggerEntry,
     TaggerUnavailableError,
@@ -45,6 +46,7 @@ for _entry in (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "InvalidTaggerSpec",
     "PluginError",
     "Sample",
     "Tagger",

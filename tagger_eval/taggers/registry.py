@@ -28,6 +28,10 @@ class TaggerUnavailableError(ValueError):
     """A known tagger that cannot run here (a missing package, model files not downloaded); says how to fix it."""
 
 
+class InvalidTaggerSpec(ValueError):
+    """A `--tagger` argument that cannot be right (checked before any test runs); says what to give instead."""
+
+
 class PluginError(ValueError):
     """An installed `tagger_eval.taggers` entry point that cannot be used; names it and its distribution."""
 
@@ -48,6 +52,9 @@ class TaggerEntry:
     fetch: Callable[..., object] | None = None
     # Argument -> tag -> category read from the tag file alone (no model weights); None: build the tagger and ask it.
     vocabulary: Callable[[str | None], Mapping[str, int] | None] | None = None
+    # Checks the argument when `--tagger` is parsed, before any test runs (a URL that cannot be one, a directory
+    # without a model): raises `InvalidTaggerSpec` saying what is wrong and how to fix it.
+    check_argument: Callable[[str | None], None] | None = None
 
     @property
     def usage(self) -> str:
@@ -185,6 +192,8 @@ def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, 
         reason = entry.unavailable_reason()
         if reason is not None:
             raise TaggerUnavailableError(f"tagger {name!r} cannot run here: {reason}")
+        if entry.check_argument is not None:
+            entry.check_argument(argument or None)
         specs.append(TaggerSpec(name, argument or None))
     return list(dict.fromkeys(specs)), skipped
 
