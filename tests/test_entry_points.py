@@ -73,8 +73,9 @@ def example_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_installed_example_is_listed(example_install: Path) -> None:
     completed = run_python("-m", "tagger_eval.cli", "list", path=example_install)
     assert completed.returncode == 0, completed.stderr
-    [row] = [line.split(maxsplit=2) for line in completed.stdout.splitlines() if line.startswith("dominant-colour ")]
-    assert row == ["dominant-colour", "yes", "example plugin: the background colour, from the image's dominant colour"]
+    [row] = [line.split(maxsplit=3) for line in completed.stdout.splitlines() if line.startswith("dominant-colour ")]
+    assert row == ["dominant-colour", "yes", "5",
+                   "example plugin: the background colour, from the image's dominant colour"]
     assert "demo-pixel " in completed.stdout  # the built-ins stay
 
 

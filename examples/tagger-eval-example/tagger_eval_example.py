@@ -45,4 +45,5 @@ ENTRY = TaggerEntry(
     DominantColourTagger.name,
     "example plugin: the background colour, from the image's dominant colour",
     lambda _argument, _options: DominantColourTagger(),
+    vocabulary=lambda _argument: dict.fromkeys(TAGS, GENERAL),  # what it can output, without building it
 )
