@@ -71,11 +71,18 @@ def fetch(names: Sequence[str]) -> int:
         if entry.fetch is None:
             print(f"{name}: nothing to fetch ({entry.description})")
             continue
+        if argument and not entry.accepts_argument:
+            print(f"error: {name} takes no argument, got {spec!r}: run `tagger-eval fetch {name}`", file=sys.stderr)
+            status = 2
+            continue
         print(f"{name}: fetching {entry.description} ...", flush=True)
         try:
-            where = entry.fetch(argument) if argument and entry.accepts_argument else entry.fetch()
-        except Exception as error:  # each backend's fetch error carries its own message
-            print(f"error: {name}: {error}", file=sys.stderr)
+            where = entry.fetch(argument) if argument else entry.fetch()
+        except KeyboardInterrupt:  # a release is swapped in whole or not at all; the hub resumes partial files
+            print(f"\ninterrupted: {name} was not fetched; run the same command again", file=sys.stderr)
+            return 130
+        except Exception as error:  # each backend's fetch error carries its own message: one line, no traceback
+            print(f"error: {name}: {' '.join(str(error).split())}", file=sys.stderr)
             status = 1
             continue
         print(f"{name}: fetched {where}")
@@ -83,22 +90,21 @@ def fetch(names: Sequence[str]) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    """Build or extend a data.db from the Danbooru API (resumable: run the same command again)."""
+    """Build or extend a data.db from the Danbooru API (resumable: run the same command again). A bad option or a
+    refused --out exits 2; a failure on the way exits 1, saying to run again only where that can help."""
     from tagger_eval.data.danbooru import Credentials, DanbooruClient, DanbooruError
-    from tagger_eval.data.downloader import DatasetDownloader, DownloadError, DownloadPlan, plan_summary
+    from tagger_eval.data.downloader import DatasetDownloader, DownloadError, DownloadPlan, option_list, plan_summary
 
     try:
         plan = DownloadPlan(
-            per_rating=args.per_rating, page_skip=args.page_skip, ratings=tuple(args.ratings.split(",")),
-            tags=args.tags, extensions=tuple(ext.strip().lower() for ext in args.extensions.split(",")),
-            limit=args.limit,
+            per_rating=args.per_rating, page_skip=args.page_skip, ratings=option_list(args.ratings),
+            tags=args.tags, extensions=option_list(args.extensions), limit=args.limit,
         )
         client = DanbooruClient(args.base_url, Credentials.from_environment(), rate=args.rate,
-                                timeout=(10.0, args.timeout), retries=args.retries)
+                                timeout=(10.0, args.timeout), retries=args.retries, deadline=args.deadline)
     except (ValueError, DanbooruError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     downloader = DatasetDownloader(args.out, client, plan)
     try:
         reports = downloader.run(progress=not args.no_progress)
@@ -110,9 +116,13 @@ def download(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to continue", file=sys.stderr)
         return 130
-    except (DownloadError, DanbooruError) as error:
+    except DownloadError as error:  # a refusal: the same command would be refused again
         print(f"error: {error}", file=sys.stderr)
-        print("what was stored is kept: run the same command again to continue", file=sys.stderr)
+        return 2
+    except (DanbooruError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        if not isinstance(error, DanbooruError) or error.transient:
+            print("what was stored is kept: run the same command again to continue", file=sys.stderr)
         return 1
     finally:
         client.close()
@@ -138,12 +148,19 @@ def compare_runs(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from tagger_eval.reports.html_report import report_from_file
+    """Charts and a page of a saved run; a wrong output path or results file is one line and exit 2, and the
+    output path is checked before the results file is read or anything is drawn."""
+    from tagger_eval.reports.html_report import ReportError, check_out_dir, report_from_file
     from tagger_eval.reports.results import ResultsError
 
     try:
+        check_out_dir(args.out)
+    except ReportError as error:
+        print(f"error: --out: {error}", file=sys.stderr)
+        return 2
+    try:
         written = report_from_file(args.results, args.out)
-    except ResultsError as error:
+    except (ResultsError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} files to {args.out}: {', '.join(path.name for path in written)}")
@@ -157,22 +174,34 @@ def make_demo(out: Path) -> int:
 
 
 def _add_download_command(commands: argparse._SubParsersAction) -> None:
+    from tagger_eval.data.danbooru import DEFAULT_DEADLINE
+
     get = commands.add_parser("download", help="download a stratified sample of Danbooru posts into a data.db",
                               description="Credentials, when needed, come from DANBOORU_LOGIN and DANBOORU_API_KEY.")
     get.add_argument("--out", type=Path, required=True, help="the data.db to write (images go beside it)")
     get.add_argument("--per-rating", type=int, required=True, help="posts to keep per rating")
     get.add_argument("--page-skip", type=int, default=150,
-                     help="skip the newest N pages of 20 posts of each rating, not yet fully tagged (default 150)")
-    get.add_argument("--ratings", default=",".join(RATING_LETTERS), help="ratings to sample (default g,s,q,e)")
-    get.add_argument("--tags", default="", help="extra search tags that narrow every rating's search")
+                     help="skip the newest N pages of 20 posts of each rating, not yet fully tagged (default: "
+                          "%(default)s)")
+    get.add_argument("--ratings", default=",".join(RATING_LETTERS), help="ratings to sample (default: %(default)s)")
+    get.add_argument("--tags", default="", help="extra search tags that narrow every rating's search (default: none)")
     get.add_argument("--extensions", default=",".join(IMAGE_EXTENSIONS),
-                     help="file types to keep; posts of other types (videos, ugoira zips) are skipped")
-    get.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the Danbooru (or mirror) to use")
-    get.add_argument("--limit", type=int, default=MAX_LIMIT, help="posts per API page (at most 200)")
-    get.add_argument("--rate", type=float, default=4.0, help="at most this many requests per second (default 4)")
-    get.add_argument("--timeout", type=float, default=60.0, help="read timeout of each request in seconds")
+                     help="file types to keep; posts of other types (videos, ugoira zips) are skipped (default: "
+                          "%(default)s)")
+    get.add_argument("--base-url", default=DEFAULT_BASE_URL,
+                     help="the Danbooru (or mirror) to use (default: %(default)s)")
+    get.add_argument("--limit", type=int, default=MAX_LIMIT,
+                     help=f"posts per API page, at most {MAX_LIMIT} (default: %(default)s)")
+    get.add_argument("--rate", type=float, default=4.0,
+                     help="at most this many requests per second (default: %(default)s)")
+    get.add_argument("--timeout", type=float, default=60.0,
+                     help="seconds a request may wait for the server to send anything (default: %(default)s)")
+    get.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE,
+                     help="seconds one attempt of a request may take, from connecting to the last byte of an image, "
+                          "however slowly the server sends (default: %(default)s)")
     get.add_argument("--retries", type=int, default=5,
-                     help="retries of a request after a connection error, 429 or 5xx, with exponential backoff")
+                     help="retries, with exponential backoff, of a request after a connection error, a timeout, 429 "
+                          "or 5xx, and of a transfer that stalls or is cut short (default: %(default)s)")
     get.add_argument("--with-tag-relations", action="store_true",
                      help="also store the tag aliases, implications and tag post counts of the tags seen")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -103,6 +103,8 @@ def _number(convert: Callable[[str], float], minimum: float, maximum: float = ma
         if not minimum <= value <= maximum:  # NaN fails too
             bound = f"at least {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        if not math.isfinite(value):  # `inf` would make a timeout an unbounded wait
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         return value
 
     parse.__name__ = convert.__name__  # argparse names the type in its own messages
@@ -110,7 +112,7 @@ def _number(convert: Callable[[str], float], minimum: float, maximum: float = ma
 
 
 positive_int = _number(int, 1)
-positive_float = _number(float, math.ulp(0.0))
+timeout_seconds = _number(float, 0.001)  # below a millisecond every request would time out
 non_negative_float = _number(float, 0.0)
 fraction = _number(float, 0.0, 1.0)
 
@@ -197,7 +199,7 @@ RUN_OPTIONS = (
     Option("--tagger-threads", "intra-op threads for in-process models (default: one per core)",
            {"type": positive_int, "default": None, "metavar": "N"}),
     Option("--http-timeout", "timeout of each request to a tagger server (default: 60)",
-           {"type": positive_float, "default": 60.0, "metavar": "SECONDS"}),
+           {"type": timeout_seconds, "default": 60.0, "metavar": "SECONDS"}),
     Option("--max-image-pixels", f"skip images with more pixels than this (default: {DEFAULT_MAX_IMAGE_PIXELS:,})",
            {"type": positive_int, "default": DEFAULT_MAX_IMAGE_PIXELS, "metavar": "N"}),
     Option("--tagger-results", f"write the run's results JSON here (default: a new numbered file in {AUTOSAVE_DIR}/)",

@@ -1,6 +1,7 @@
 """The run's data model: per-post results, per-tagger summaries and the typed view of a results document.
 
-A leaf module (standard library only), so that reading, comparing and charting saved runs never imports a backend.
+A leaf module (standard library and `tags` only), so that reading, comparing and charting saved runs never imports a
+backend.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, TypeVar
+
+from tagger_eval.tags import printable
 
 T = TypeVar("T")
 
@@ -56,10 +59,13 @@ class PostResult:
         return self.status == PostStatus.SCORED and self.score >= self.floor
 
     def failure_message(self) -> str:
+        """What pytest prints for a post below its floor; names are escaped (`printable`) as they reach a terminal."""
+        missed = " ".join(map(printable, self.missed_tags)) or "-"
+        wrong = " ".join(map(printable, self.wrong_tags)) or "-"
         return (
-            f"{self.tagger} scored {self.score:.3f} on post {self.post}, below the floor {self.floor:.3f}\n"
-            f"  missed ({len(self.missed_tags)}): {' '.join(self.missed_tags) or '-'}\n"
-            f"  wrong ({len(self.wrong_tags)}): {' '.join(self.wrong_tags) or '-'}"
+            f"{printable(self.tagger)} scored {self.score:.3f} on post {self.post}, below the floor {self.floor:.3f}\n"
+            f"  missed ({len(self.missed_tags)}): {missed}\n"
+            f"  wrong ({len(self.wrong_tags)}): {wrong}"
         )
 
     def to_dict(self) -> dict[str, Any]:

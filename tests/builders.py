@@ -22,12 +22,14 @@ WD14_WEIGHTS = [
 WD14_BIASES = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, -12.0, 4.0, -6.0]
 
 
-def build_wd14_model(directory: Path, *, dynamic_batch: bool, tags=WD14_TAGS, size: int = 448) -> Path:
+def build_wd14_model(directory: Path, *, dynamic_batch: bool, tags=WD14_TAGS, size: int = 448,
+                     input_type: str = "float32", sigmoid: bool = True) -> Path:
     """A directory with model.onnx and selected_tags.csv: mean colour -> linear -> sigmoid.
 
     The mean is taken over 16x16 average pools first, so float32 rounding stays far below the tests' tolerances.
 
-    v2 exports: input `input_1:0` with batch 1, output `predictions_sigmoid`; v3: a symbolic batch axis.
+    v2 exports: input `input_1:0` with batch 1, output `predictions_sigmoid`; v3: a symbolic batch axis. Models
+    that break the contract: `input_type` another numpy type (cast to float inside), `sigmoid=False` outputs logits.
     """
     import numpy as np
     import onnx
@@ -41,17 +43,21 @@ def build_wd14_model(directory: Path, *, dynamic_batch: bool, tags=WD14_TAGS, si
     if len(tags) > len(WD14_TAGS):  # extra tags get zero weights
         weights = np.pad(weights, ((0, 0), (0, len(tags) - weights.shape[1])))
         biases = np.pad(biases, (0, len(tags) - biases.shape[0]))
+    element_type = helper.np_dtype_to_tensor_dtype(np.dtype(input_type))
+    cast = [] if element_type == TensorProto.FLOAT else [helper.make_node("Cast", [names[0]], ["floats"],
+                                                                         to=TensorProto.FLOAT)]
     graph = helper.make_graph(
         [
-            helper.make_node("Transpose", [names[0]], ["nchw"], perm=[0, 3, 1, 2]),
+            *cast,
+            helper.make_node("Transpose", [cast[0].output[0] if cast else names[0]], ["nchw"], perm=[0, 3, 1, 2]),
             helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
             helper.make_node("ReduceMean", ["pooled"], ["mean"], axes=[2, 3], keepdims=0),
             helper.make_node("MatMul", ["mean", "weights"], ["logits_raw"]),
             helper.make_node("Add", ["logits_raw", "biases"], ["logits"]),
-            helper.make_node("Sigmoid", ["logits"], [names[1]]),
+            helper.make_node("Sigmoid" if sigmoid else "Identity", ["logits"], [names[1]]),
         ],
         "wd14_contract",
-        [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [batch, size, size, 3])],
+        [helper.make_tensor_value_info(names[0], element_type, [batch, size, size, 3])],
         [helper.make_tensor_value_info(names[1], TensorProto.FLOAT, [batch, len(tags)])],
         [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(biases, "biases")],
     )
@@ -76,16 +82,21 @@ DD_BIASES = {"1girl": 4.0, "solo": -4.0, "red_theme": -3.0, "blue_theme": -3.0, 
 DD_MODEL_NAME = "model-resnet_custom_v3.h5"
 
 
-def build_deepdanbooru_model(path: Path, n_tags: int) -> None:
-    """Input (None, 512, 512, 3) float32 -> 8x8 average pooling -> Dense(n_tags, sigmoid), fixed weights."""
+def build_deepdanbooru_model(path: Path, n_tags: int, *, input_dtype: str = "float32",
+                             activation: str | None = "sigmoid") -> None:
+    """Input (None, 512, 512, 3) float32 -> 8x8 average pooling -> Dense(n_tags, sigmoid), fixed weights.
+
+    Models that break the contract: `input_dtype` another type (cast to float inside), `activation=None` logits.
+    """
     import warnings
 
     import numpy as np
     import tf_keras
 
-    inputs = tf_keras.Input(shape=(DD_SIZE, DD_SIZE, 3), dtype="float32")
-    pooled = tf_keras.layers.AveragePooling2D(pool_size=DD_POOL)(inputs)
-    outputs = tf_keras.layers.Dense(n_tags, activation="sigmoid")(tf_keras.layers.Flatten()(pooled))
+    inputs = tf_keras.Input(shape=(DD_SIZE, DD_SIZE, 3), dtype=input_dtype)
+    floats = inputs if input_dtype == "float32" else tf_keras.layers.Rescaling(1.0)(inputs)  # Rescaling casts
+    pooled = tf_keras.layers.AveragePooling2D(pool_size=DD_POOL)(floats)
+    outputs = tf_keras.layers.Dense(n_tags, activation=activation)(tf_keras.layers.Flatten()(pooled))
     model = tf_keras.Model(inputs, outputs)
     inputs_count = (DD_SIZE // DD_POOL) ** 2 * 3
     kernel = np.random.default_rng(1234).normal(0.0, 0.05, (inputs_count, n_tags)).astype(np.float32)
@@ -113,12 +124,19 @@ def write_deepdanbooru_project(directory: Path, model_file: Path, tags: Sequence
 
 
 def build_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Mapping[int, Image.Image]) -> Path:
-    """A data.db of `(id, rating, general tags)` posts; a post gets an image file only when `images` has one."""
+    """A data.db of `(id, rating, general tags)` posts; a post gets an image file only when `images` has one, and
+    each row's md5 is its file's (a post without a file gets the md5 of no bytes)."""
+    import hashlib
     import sqlite3
 
     from tagger_eval.data.dataset import create_schema
 
     (root / "images").mkdir(parents=True, exist_ok=True)
+    md5s = {}
+    for post_id, image in images.items():
+        path = root / "images" / f"{post_id}.png"
+        image.save(path)
+        md5s[post_id] = hashlib.md5(path.read_bytes()).hexdigest()
     db_path = root / "data.db"
     connection = sqlite3.connect(db_path)
     try:
@@ -127,13 +145,11 @@ def build_dataset(root: Path, posts: Sequence[tuple[int, str, str]], images: Map
             connection.execute(
                 "INSERT INTO posts (id, md5, file_ext, rating, tag_string_general, image_path, source)"
                 " VALUES (?, ?, 'png', ?, ?, ?, 'test')",
-                (post_id, f"md5-{post_id}", rating, general, f"images/{post_id}.png"),
+                (post_id, md5s.get(post_id, hashlib.md5(b"").hexdigest()), rating, general, f"images/{post_id}.png"),
             )
         connection.commit()
     finally:
         connection.close()
-    for post_id, image in images.items():
-        image.save(root / "images" / f"{post_id}.png")
     return db_path
 
 

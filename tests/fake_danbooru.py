@@ -3,8 +3,10 @@
 `FakeDanbooru` holds posts (Danbooru's own field names), tag aliases, tag implications and tags, and answers
 `/posts.json`, `/posts/<id>.json`, `/counts/posts.json`, `/tags.json`, `/tag_aliases.json`, `/tag_implications.json`
 and the image files under `/data/original/<md5[0:2]>/<md5[2:4]>/<md5>.<ext>`, through a threaded
-`pytest_httpserver.HTTPServer`. Faults (error statuses, delays, dropped connections, truncated bodies), hooks and a
-request log let a test drive a client through Danbooru's bad days.
+`pytest_httpserver.HTTPServer`. Faults (error statuses, delays, dropped connections, truncated bodies, bodies that
+stall mid-way, error bodies that echo the request's credentials), hooks and a request log let a test drive a client
+through Danbooru's bad days, and a hostile mirror's: post fields (an `md5` of `../../victim`, a plain-http `file_url`)
+are served as given, and a post whose md5 is no hex digest still has its file served (at a path made from its hash).
 
 Behaviour copied from Danbooru's source (github.com/danbooru/danbooru at 06587d1f, 2026:
 app/logical/pagination_extension.rb, app/controllers/application_controller.rb, app/logical/post_sets/post.rb,
@@ -234,7 +236,7 @@ class RecordedRequest:
 class _Rule:
     prefix: str
     times: int | None  # None: forever
-    action: str  # "fail", "drop", "truncate"
+    action: str  # "fail", "drop", "truncate", "stall", "echo"
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
@@ -407,7 +409,8 @@ class FakeDanbooru:
             omitted = {key for key in HIDDEN_FIELDS if key in fields and fields[key] is None}
             urls = {key: fields.pop(key) for key in URL_FIELDS if key in fields}
             md5 = fields.pop("md5", None) or hashlib.md5(content).hexdigest()
-            file_path = f"/data/original/{md5[0:2]}/{md5[2:4]}/{md5}.{file_ext}"
+            key = md5 if re.fullmatch(r"[0-9a-f]{32}", str(md5)) else hashlib.md5(str(md5).encode()).hexdigest()
+            file_path = f"/data/original/{key[0:2]}/{key[2:4]}/{key}.{file_ext}"
             is_banned = bool(fields.get("is_banned", False))
             record: dict[str, Any] = {
                 "id": post_id,
@@ -450,13 +453,13 @@ class FakeDanbooru:
             record.update({key: value for key, value in fields.items() if key not in omitted})
             large_path = file_path
             if file_ext == "zip":  # ugoira: the "large" file is a webm sample
-                large_path = f"/data/sample/{md5[0:2]}/{md5[2:4]}/sample-{md5}.webm"
+                large_path = f"/data/sample/{key[0:2]}/{key[2:4]}/sample-{key}.webm"
             post = _Post(
                 fields=record,
                 content=(content if served_bytes is _UNSET else served_bytes) if serve_file else None,
                 file_path=file_path,
                 urls={"file_url": file_path, "large_file_url": large_path,
-                      "preview_file_url": f"/data/180x180/{md5[0:2]}/{md5[2:4]}/{md5}.jpg", **urls},
+                      "preview_file_url": f"/data/180x180/{key[0:2]}/{key[2:4]}/{key}.jpg", **urls},
                 omitted=omitted,
                 visible=(not is_banned) if visible is None else visible,
             )
@@ -689,6 +692,16 @@ class FakeDanbooru:
         """Announce the full Content-Length but send only `fraction` of the body, then close the connection."""
         self._add_rule(_Rule(path_prefix, times, "truncate", fraction=fraction))
 
+    def stall_next(self, path_prefix: str, seconds: float, times: int | None = 1, fraction: float = 0.5) -> None:
+        """Send the head and `fraction` of the body, then nothing for `seconds` (stopping the fake wakes it), then
+        the rest: a transfer that stalls mid-way, past a client's read timeout when `seconds` is longer."""
+        self._add_rule(_Rule(path_prefix, times, "stall", seconds=seconds, fraction=fraction))
+
+    def echo_credentials_next(self, path_prefix: str, status: int = 500, times: int | None = 1) -> None:
+        """Answer `status` with a Danbooru error whose message echoes the request's Authorization header, as sent and
+        decoded (as a debugging proxy or a hostile mirror might)."""
+        self._add_rule(_Rule(path_prefix, times, "echo", status=status))
+
     def on_request(self, hook: Callable[[RecordedRequest], Any]) -> Callable[[RecordedRequest], Any]:
         """Call `hook(record)` on every request, in the request's thread, before anything else happens.
 
@@ -791,9 +804,26 @@ class FakeDanbooru:
                 raise _Dropped
             if rule.action == "fail":
                 return _failure(rule)
-            response = self._route(request, args)  # "truncate"
-            return _truncated(response, rule.fraction)
+            if rule.action == "echo":
+                return _echo(request, rule.status)
+            response = self._route(request, args)
+            if rule.action == "stall":
+                return self._stalled(response, rule)
+            return _truncated(response, rule.fraction)  # "truncate"
         return self._route(request, args)
+
+    def _stalled(self, response: Response, rule: _Rule) -> Response:
+        data = response.get_data()
+        cut = int(len(data) * rule.fraction)
+
+        def body() -> Iterator[bytes]:
+            yield data[:cut]
+            self._stopping.wait(rule.seconds)
+            yield data[cut:]
+
+        stalled = Response(body(), status=response.status_code, content_type=response.content_type)
+        stalled.headers["Content-Length"] = str(len(data))
+        return stalled
 
     def _take(self, rules: list[_Rule], path: str, every: bool = False) -> list[_Rule]:
         """Consume one use of the first matching rule (or of every matching rule)."""
@@ -1046,6 +1076,13 @@ def _truncated(response: Response, fraction: float) -> Response:
     cut.headers["Content-Length"] = str(len(data))  # the promise the body will not keep
     cut.automatically_set_content_length = False
     return cut
+
+
+def _echo(request: Request, status: int) -> Response:
+    header = request.headers.get("Authorization", "")
+    auth = request.authorization
+    decoded = f"{auth.parameters.get('username')}:{auth.parameters.get('password')}" if auth else "none"
+    return danbooru_error(status, message=f"Request failed. Authorization: {header} (decoded: {decoded})")
 
 
 def _coerce(result: Any) -> Response:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from builders import comparable_results
 from hooked_tagger import hooked_entry
+from test_dataset import png_header, set_md5
 
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.reports.results import load
@@ -66,11 +70,60 @@ def test_only_the_selected_posts_are_predicted(pytester: pytest.Pytester, demo_s
 
 def test_an_unreadable_image_in_a_batch_skips_only_its_post(pytester: pytest.Pytester, demo_subset) -> None:
     db_path = demo_subset(posts=6)
-    (db_path.parent / "images" / "0003.png").write_bytes(b"not a png")
+    unreadable = db_path.parent / "images" / "0003.png"
+    unreadable.write_bytes(b"not a png")
+    set_md5(db_path, 3, unreadable)
     result = pytester.runpytest("--tagger=control,demo-pixel", f"--dataset={db_path}", "--tagger-batch-size=4",
                                 "--benchmark-disable", "--no-tagger-results", "-rs")
     result.assert_outcomes(passed=10, skipped=2)
     result.stdout.fnmatch_lines(["*post 3: image*0003.png is unreadable*"])
+
+
+def test_a_bad_row_read_ahead_fails_only_its_own_post(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=6)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        connection.execute("UPDATE posts SET rating = 'x' WHERE id = 3")
+    connection.close()
+    result = pytester.runpytest("--tagger=control", f"--dataset={db_path}", "--tagger-batch-size=4",
+                                "--benchmark-disable", "--no-tagger-results", "-rs")
+    result.assert_outcomes(passed=5, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*post 3 has an invalid rating: unknown Danbooru rating 'x'*"])
+    assert "DatasetError" not in result.stdout.str()
+
+
+def with_invalid_apng_chunk(png: bytes) -> bytes:
+    """The same image with an APNG control chunk announcing no frames, after IHDR: Pillow warns "Invalid APNG"
+    while opening it, and decodes it as the plain PNG it is."""
+    data = struct.pack(">II", 0, 0)
+    chunk = struct.pack(">I", len(data)) + b"acTL" + data + struct.pack(">I", zlib.crc32(b"acTL" + data))
+    return png[:33] + chunk + png[33:]
+
+
+def test_decoding_warnings_are_shown_in_the_test_of_their_post(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=6)
+    images = db_path.parent / "images"
+    # Post 3 is decoded ahead, in a thread, during post 1's test; post 5 too big, refused from its header.
+    warned = images / "0003.png"
+    warned.write_bytes(with_invalid_apng_chunk(warned.read_bytes()))
+    set_md5(db_path, 3, warned)
+    huge = images / "0005.png"
+    huge.write_bytes(png_header(12000, 12000))
+    set_md5(db_path, 5, huge)
+    result = pytester.runpytest("--tagger=control", f"--dataset={db_path}", "--tagger-batch-size=4",
+                                "--benchmark-disable", "--no-tagger-results", "-rs")
+    result.assert_outcomes(passed=5, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*warnings summary*",
+        "*test_post_score[[]control-post3[]]",
+        "*UserWarning: Invalid APNG, will use default PNG image if possible",
+    ])
+    result.stdout.fnmatch_lines(["SKIPPED*post 5: image *0005.png is 12000x12000 (144,000,000 pixels), more than "
+                                 "the limit of 40,000,000; raise it with --max-image-pixels=144000000 to evaluate "
+                                 "this post"])
+    out = result.stdout.str()
+    assert "control-post1]" not in out  # the test that decoded post 3 shows no warning of its
+    assert "DecompressionBombWarning" not in out  # the size refusal already says it
 
 
 def test_the_next_batch_is_decoding_while_the_model_runs() -> None:
@@ -78,16 +131,16 @@ def test_the_next_batch_is_decoding_while_the_model_runs() -> None:
 
     class Observing(ControlTagger):
         def predict(self, samples):
-            seen_pending.append(sorted(predictor._images))
+            seen_pending.append(sorted(predictor._pending))
             return super().predict(samples)
 
     with Dataset(DEFAULT_DATASET) as dataset:
         predictor = BatchPredictor(Observing(), batch_size=3, order=[1, 2, 3, 4, 5, 6, 7])
         try:
             for post_id in range(1, 8):
-                output, runtime = predictor.output(dataset, dataset.get(post_id), lambda post: post,
-                                                   lambda infer: infer())
-                assert set(output) == set(dataset.get(post_id).tags) and runtime >= 0
+                post, (output, runtime) = predictor.output(post_id, dataset.get, lambda infer: infer())
+                assert post == dataset.get(post_id)
+                assert set(output) == set(post.tags) and runtime >= 0
         finally:
             predictor.close()
     # While batch [1, 2, 3] ran, [4, 5, 6] was already being decoded; while [4, 5, 6] ran, [7].

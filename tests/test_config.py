@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tagger_eval import cli
 from tagger_eval.config import (
     RUN_OPTIONS,
     ConfigError,
@@ -132,3 +133,28 @@ def test_pytest_and_the_cli_share_the_declarations(pytester: pytest.Pytester) ->
     result = pytester.runpytest("--tagger=control", "--tagger-max-worse=2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--tagger-max-worse: must be in [[]0.0, 1.0[]], got 2*"])
+
+
+@pytest.mark.parametrize(("argument", "message"), [
+    ("--tagger-threads=0", "argument --tagger-threads: must be at least 1, got 0"),
+    ("--http-timeout=0", "argument --http-timeout: must be at least 0.001, got 0"),
+    ("--http-timeout=inf", "argument --http-timeout: expected a finite number, got 'inf'"),
+])
+def test_a_bad_number_is_a_one_line_pytest_usage_error(pytester: pytest.Pytester, argument: str, message: str) -> None:
+    result = pytester.runpytest("--tagger=control", argument)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith(f": error: {message}")  # after the program's name
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--max-worse", "5"], "tagger-eval compare: error: argument --max-worse: must be in [0.0, 1.0], got 5"),
+    (["--tolerance=inf"], "tagger-eval compare: error: argument --tolerance: expected a finite number, got 'inf'"),
+])
+def test_compare_refuses_a_bad_gate_naming_the_option(capsys: pytest.CaptureFixture[str], arguments: list[str],
+                                                      message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "old.json", "new.json", *arguments])
+    assert exit_info.value.code == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if "error:" in line] == [message]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,18 +31,17 @@ from PIL import Image
 
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.run.evaluation import TaggerRun, TaggerSettings
-from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
+from tagger_eval.taggers import InvalidTaggerSpec, Sample, TaggerOptions, TaggerSpec, parse_specs
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, ModelOutputError
 from tagger_eval.taggers.deepdanbooru import (
     ENTRIES,
     DeepDanbooruError,
     DeepDanbooruTagger,
-    centre_with_edge_padding,
     fetch_v3,
-    prepare_image,
     v3_dir,
     v3_unavailable_reason,
 )
+from tagger_eval.taggers.deepdanbooru_image import centre_with_edge_padding, prepare_image
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -280,6 +280,58 @@ def test_a_project_without_a_model_file_is_a_clear_error(tmp_path: Path, model_f
         DeepDanbooruTagger(directory, TaggerOptions())
     with pytest.raises(DeepDanbooruError, match="project directory not found"):
         DeepDanbooruTagger(tmp_path / "nowhere", TaggerOptions())
+
+
+@pytest.mark.parametrize(("name", "text"), [("tags.txt", "1girl\ncafé\n"), ("tags-character.txt", "\nmiku\ncafé\n"),
+                                            ("project.json", '{"model": "café"}')])
+def test_a_project_file_that_is_not_utf8_names_the_file_and_byte(tmp_path: Path, model_file: Path, name: str,
+                                                                  text: str) -> None:
+    directory = write_deepdanbooru_project(tmp_path / "p", model_file)
+    (directory / name).write_bytes(text.encode("latin-1"))
+    offset, line = text.index("é"), text.count("\n", 0, text.index("é")) + 1
+    with pytest.raises(DeepDanbooruError, match=rf"{re.escape(name)}: byte {offset} \(line {line}\) is 0xe9, not "
+                                                "UTF-8: expected UTF-8"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_an_integer_input_is_refused_at_load(tmp_path: Path) -> None:
+    build_deepdanbooru_model(tmp_path / MODEL_NAME, len(TAGS), input_dtype="uint8")
+    directory = write_deepdanbooru_project(tmp_path / "p", tmp_path / MODEL_NAME)
+    with pytest.raises(DeepDanbooruError, match=rf"{MODEL_NAME} takes uint8 input; DeepDanbooru models take float32"):
+        DeepDanbooruTagger(directory, TaggerOptions())
+
+
+def test_a_model_that_outputs_logits_is_refused_naming_the_file(tmp_path: Path) -> None:
+    build_deepdanbooru_model(tmp_path / MODEL_NAME, len(TAGS), activation=None)
+    tagger = DeepDanbooruTagger(write_deepdanbooru_project(tmp_path / "p", tmp_path / MODEL_NAME), TaggerOptions())
+    with pytest.raises(ModelOutputError, match=rf"p/{MODEL_NAME} outputs values from -\d+\.\d+ to \d+\.\d+, outside "
+                                               r"\[0, 1\]: logits or scores"):
+        tagger.predict([Sample(None, IMAGES["wide"]())])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", r".*nowhere is not a directory; it must hold tags\.txt and a model-\*\.h5 or \.keras file"),
+        ("empty", r"no tags\.txt and no model file in .*p; it must hold tags\.txt and a model"),
+        ("no-model", r"no model file in .*p; it must hold"),
+        ("nested", r"no tags\.txt and no model file in .*p; .* \(the project seems to be in .*p/inner: give that "
+                   "directory\\)"),
+    ],
+)
+def test_a_directory_without_a_project_is_a_spec_error(tmp_path: Path, model_file: Path, layout: str,
+                                                       message: str) -> None:
+    directory = tmp_path / ("nowhere" if layout == "missing" else "p")
+    if layout == "nested":
+        write_deepdanbooru_project(directory / "inner", model_file)
+    elif layout != "missing":
+        directory.mkdir()
+    if layout == "no-model":
+        (directory / "tags.txt").write_text("1girl\n", encoding="utf-8")
+    with pytest.raises(InvalidTaggerSpec, match=rf"--tagger=deepdanbooru:.*: {message}"):
+        parse_specs(f"deepdanbooru:{directory}")
+    if layout == "nested":
+        assert parse_specs(f"deepdanbooru:{directory / 'inner'}")[0][0].argument == str(directory / "inner")
 
 
 def test_project_json_disagreeing_with_the_model_input_is_refused(tmp_path: Path, model_file: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -10,14 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fake_danbooru import FakeDanbooru
 from fake_danbooru import fake_danbooru as fake_danbooru  # the fixture
 
 from tagger_eval.cli import main as cli_main
-from tagger_eval.data.danbooru import Credentials, DanbooruClient, DanbooruError
+from tagger_eval.data.danbooru import Credentials, DanbooruClient, DanbooruError, origin
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.data.downloader import DatasetDownloader, DownloadError, DownloadPlan
 
@@ -26,6 +30,17 @@ RATINGS = ("g", "s", "q", "e")
 
 def client_for(fake: FakeDanbooru, **options) -> DanbooruClient:
     return DanbooruClient(fake.url, rate=1000.0, **options)
+
+
+def quick_client(fake: FakeDanbooru, retries: int = 2, **options) -> DanbooruClient:
+    """Short timeouts and a tiny backoff, for tests of faults."""
+    return DanbooruClient(fake.url, rate=1000.0, timeout=(2.0, 0.5), retries=retries, backoff=0.01, **options)
+
+
+def run_cli(capsys, *arguments: str) -> tuple[int, str, str]:
+    status = cli_main(["download", "--rate", "1000", "--no-progress", *arguments])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def download(fake: FakeDanbooru, out: Path, **plan) -> dict:
@@ -161,11 +176,13 @@ def test_timeouts_stop_the_run_clearly_and_it_resumes(fake_danbooru: FakeDanboor
     fake_danbooru.delay_next("/data/", 3.0, times=None)
     out = tmp_path / "data.db"
     plan = DownloadPlan(per_rating=3, page_skip=0, ratings=("g",))
-    client = DanbooruClient(fake_danbooru.url, rate=1000.0, timeout=(2.0, 0.3))
-    client.session.adapters["http://"].max_retries.backoff_factor = 0  # keep the test short
-    with pytest.raises(DanbooruError, match=r"GET http://127\.0\.0\.1:\d+/data/.* failed: .*(Timeout|timed out)"):
+    client = quick_client(fake_danbooru, retries=2)
+    with pytest.raises(DanbooruError, match=r"GET http://127\.0\.0\.1:\d+/data/\S+ failed after 3 attempts: "
+                                            r"ReadTimeoutError: .*Read timed out") as raised:
         DatasetDownloader(out, client, plan).run(progress=False)
     client.close()
+    assert raised.value.transient
+    assert len(fake_danbooru.requests_to("/data/")) == 3  # the attempts the message counts
     assert stored(out) == {}
     fake_danbooru.clear_faults()
     download(fake_danbooru, out, per_rating=3, page_skip=0, ratings=("g",))
@@ -297,7 +314,7 @@ def test_the_api_key_never_appears_anywhere(tmp_path: Path, monkeypatch, capsys)
         assert sum(len(ids) for ids in stored(out).values()) == 8
         assert {request.auth for request in fake.requests if request.path.endswith(".json")} == {"basic"}
         assert all(secret not in request.url for request in fake.requests)
-        assert "HTTP 500" in failed.err
+        assert "failed after 2 attempts: HTTP 500" in failed.err  # --retries 1: two attempts, as counted
         for text in (failed.out, failed.err, succeeded.out, succeeded.err, repr(Credentials("tester", secret))):
             assert secret not in text
         for path in tmp_path.rglob("*"):
@@ -356,3 +373,210 @@ def test_the_suite_evaluates_a_downloaded_dataset(tmp_path: Path, pytester: pyte
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=4 * 32)
     result.stdout.fnmatch_lines(["control * 32 * 1.000 *"])
+
+
+# ------------------------------------------------------------------------------------ faults of a hostile world
+
+
+def test_a_stalled_or_cut_transfer_is_fetched_again_and_the_run_goes_on(fake_danbooru: FakeDanbooru,
+                                                                        tmp_path: Path) -> None:
+    fake_danbooru.add_generated(4, rating_cycle="g", image_size=(64, 64))
+    fake_danbooru.stall_next("/posts.json", 2.0)  # the listing's body stalls past the 0.5 s timeout
+    fake_danbooru.stall_next("/data/", 2.0)  # the first image stalls, then is cut short, then comes whole
+    fake_danbooru.truncate_next("/data/")
+    out = tmp_path / "data.db"
+    client = quick_client(fake_danbooru, retries=2)
+    reports = DatasetDownloader(out, client, DownloadPlan(per_rating=3, page_skip=0, ratings=("g",))).run(False)
+    client.close()
+    assert stored(out)["g"] == fake_danbooru.expected_ids("g", count=3) and not reports["g"].skipped
+    assert_images_complete(out)
+    first_image = fake_danbooru.requests_to("/data/")[0].path
+    assert len(fake_danbooru.requests_to(first_image)) == 3
+    assert len(fake_danbooru.requests_to("/posts.json")) == 2  # the stalled page, then the same page whole
+
+
+def test_a_transfer_that_always_breaks_off_stops_the_run_saying_how_often(fake_danbooru: FakeDanbooru,
+                                                                           tmp_path: Path) -> None:
+    fake_danbooru.add_generated(2, rating_cycle="g", image_size=(64, 64))
+    fake_danbooru.truncate_next("/data/", times=None)
+    out = tmp_path / "data.db"
+    client = quick_client(fake_danbooru, retries=2)
+    with pytest.raises(DanbooruError, match=r"/data/\S+ failed: the transfer broke off in each of 3 attempts; the "
+                                            r"last: ChunkedEncodingError: .*IncompleteRead") as raised:
+        DatasetDownloader(out, client, DownloadPlan(per_rating=1, page_skip=0, ratings=("g",))).run(False)
+    client.close()
+    assert raised.value.transient
+    assert len(fake_danbooru.requests_to("/data/")) == 3
+    assert stored(out) == {} and list((tmp_path / "images").iterdir()) == []
+
+
+def test_each_attempt_has_a_deadline_however_slowly_the_server_sends(fake_danbooru: FakeDanbooru,
+                                                                      tmp_path: Path) -> None:
+    fake_danbooru.add_generated(2, rating_cycle="g", image_size=(64, 64))
+    fake_danbooru.stall_next("/data/", 0.4, times=None)  # pauses shorter than the 0.5 s timeout: no read times out
+    out = tmp_path / "data.db"
+    client = quick_client(fake_danbooru, retries=1, deadline=0.2)
+    started = time.monotonic()
+    with pytest.raises(DanbooruError, match=r"/data/\S+ failed: the transfer broke off in each of 2 attempts; the "
+                                            r"last: cut off at the 0.2 s deadline"):
+        DatasetDownloader(out, client, DownloadPlan(per_rating=1, page_skip=0, ratings=("g",))).run(False)
+    client.close()
+    assert time.monotonic() - started < 10
+    assert len(fake_danbooru.requests_to("/data/")) == 2 and stored(out) == {}
+
+
+def test_hostile_post_values_are_skipped_and_nothing_outside_the_dataset_is_touched(fake_danbooru: FakeDanbooru,
+                                                                                    tmp_path: Path) -> None:
+    victim = tmp_path / "victim.png.part"  # what `images/../../victim.png.part` names
+    victim.write_bytes(b"not yours")
+    good = fake_danbooru.add_generated(2, rating_cycle="g")
+    hostile = {
+        fake_danbooru.add_post(md5="../../victim", served_bytes=b"x"): "invalid md5",
+        fake_danbooru.add_post(md5="A" * 32): "invalid md5",
+        fake_danbooru.add_post(file_ext="png/../../x"): "invalid file_ext",
+        fake_danbooru.add_post(file_url="file:///etc/passwd"): "invalid file_url",
+        fake_danbooru.add_post(file_url="http:///no/host.png"): "invalid file_url",
+        fake_danbooru.add_post(image_width="wide"): "invalid image_width",
+    }
+    served = []
+
+    @fake_danbooru.on_request
+    def add_malformed_entries(record):
+        if record.path == "/posts.json" and not served:
+            served.append(record)
+            return 200, [*fake_danbooru.posts, "not a post", {"id": "7"}, {"id": True, "md5": "0" * 32}]
+        return None
+
+    out = tmp_path / "dataset" / "data.db"
+    reports = download(fake_danbooru, out, per_rating=5, page_skip=0, ratings=("g",))
+    assert sorted(stored(out)["g"]) == good
+    assert reports["g"].skipped == {**Counter(hostile.values()), "malformed post": 3}
+    assert victim.read_bytes() == b"not yours"
+    assert {path.relative_to(tmp_path).parts[0] for path in tmp_path.rglob("*")} == {"victim.png.part", "dataset"}
+    assert_images_complete(out)
+
+
+def test_an_images_folder_that_leads_outside_the_dataset_is_refused(fake_danbooru: FakeDanbooru,
+                                                                     tmp_path: Path) -> None:
+    fake_danbooru.add_generated(2, rating_cycle="g")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DownloadError, match=r"images leads outside .*dataset \(a symbolic link\?\); use a new --out"):
+        download(fake_danbooru, tmp_path / "dataset" / "data.db", per_rating=1, page_skip=0, ratings=("g",))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_link_left_in_the_images_folder_is_replaced_not_followed(fake_danbooru: FakeDanbooru,
+                                                                    tmp_path: Path) -> None:
+    (post_id,) = fake_danbooru.add_generated(1, rating_cycle="g")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(fake_danbooru.file_bytes(post_id))  # even with the right md5, the link is not used
+    images = tmp_path / "dataset" / "images"
+    images.mkdir(parents=True)
+    name = f"{fake_danbooru.post(post_id)['md5']}.png"
+    (images / name).symlink_to(outside)
+    (images / f"{name}.part").symlink_to(outside)
+    download(fake_danbooru, tmp_path / "dataset" / "data.db", per_rating=1, page_skip=0, ratings=("g",))
+    assert not (images / name).is_symlink() and outside.read_bytes() == fake_danbooru.file_bytes(post_id)
+    assert_images_complete(tmp_path / "dataset" / "data.db")
+
+
+def test_credentials_go_only_to_the_apis_own_scheme_host_and_port(tmp_path: Path) -> None:
+    with FakeDanbooru(credentials=("tester", "s3cr3t-key")) as fake:
+        file_url = fake.post(fake.add_post())["file_url"]  # http://127.0.0.1:PORT/data/...
+        port = fake.url.rsplit(":", 1)[1]
+        for base_url, expected in ((f"https://127.0.0.1:{port}", None), ("http://localhost:" + port, None),
+                                   (fake.url, "basic")):
+            client = DanbooruClient(base_url, Credentials("tester", "s3cr3t-key"), rate=1000.0)
+            client.download(file_url, tmp_path / "file.png")
+            client.close()
+            assert fake.requests[-1].auth == expected, base_url
+    assert origin("https://Danbooru.donmai.us") == origin("https://danbooru.donmai.us:443/posts.json")
+    assert origin("http://danbooru.donmai.us") != origin("https://danbooru.donmai.us")
+    assert origin("ftp://danbooru.donmai.us") is None and origin("https://host:99999") is None
+
+
+def test_credentials_echoed_by_a_server_are_redacted_everywhere(tmp_path: Path, monkeypatch, capsys) -> None:
+    login, secret = "tester", "s3cr3t/api+key=0123456789"
+    forms = [secret, login, base64.b64encode(f"{login}:{secret}".encode()).decode(), quote(secret, safe="")]
+    fake = FakeDanbooru(credentials=(login, secret)).start()
+    try:
+        fake.add_generated(3, rating_cycle="g")
+        fake.add_post(rating="g", tag_string_meta=f"leaked_{secret}")  # a post that carries the key
+        fake.echo_credentials_next("/posts.json", 503, times=None)
+        monkeypatch.setenv("DANBOORU_LOGIN", login)
+        monkeypatch.setenv("DANBOORU_API_KEY", secret)
+        arguments = ["--out", str(tmp_path / "data.db"), "--per-rating", "3", "--page-skip", "0", "--ratings", "g",
+                     "--base-url", fake.url, "--retries", "0"]
+        status, failed_out, failed_err = run_cli(capsys, *arguments)
+        assert status == 1 and "HTTP 503: Request failed. Authorization: Basic *** (decoded: ***)" in failed_err
+        fake.clear_faults()
+        status, out, err = run_cli(capsys, *arguments)
+        assert status == 0 and "skipped: 1 echoes the credentials" in out
+    finally:
+        fake.stop()
+    for text in (failed_out, failed_err, out, err):
+        assert not [form for form in forms if form in text]
+    for path in tmp_path.rglob("*"):
+        assert path.is_dir() or not [form for form in forms if form.encode() in path.read_bytes()], path
+
+
+def test_the_resume_hint_appears_only_where_a_rerun_can_help(fake_danbooru: FakeDanbooru, tmp_path: Path,
+                                                              capsys) -> None:
+    from builders import build_dataset
+
+    fake_danbooru.add_generated(4, rating_cycle="g")
+    hint = "run the same command again"
+    base = ["--per-rating", "1", "--ratings", "g", "--base-url", fake_danbooru.url, "--retries", "0"]
+    foreign = build_dataset(tmp_path / "mine", [(1, "g", "smile")], {})
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("my notes\n" * 100)
+    out = str(tmp_path / "data.db")
+    assert run_cli(capsys, "--out", out, "--page-skip", "0", *base)[0] == 0
+    refusals = {
+        "no download made": ["--out", str(foreign), "--page-skip", "0"],
+        "was downloaded with": ["--out", out, "--page-skip", "1"],
+        "is not a data.db": ["--out", str(not_a_database), "--page-skip", "0"],
+    }
+    for message, arguments in refusals.items():
+        status, _, err = run_cli(capsys, *arguments, *base)
+        assert (status, message in err, hint in err, "Traceback" in err) == (2, True, False, False), err
+    more = ["--out", out, "--page-skip", "0", *base, "--per-rating", "2"]
+    fake_danbooru.fail_next("/posts.json", 401)  # a wrong key: the same command fails the same way
+    status, _, err = run_cli(capsys, *more)
+    assert (status, "HTTP 401" in err, hint in err) == (1, True, False)
+    fake_danbooru.fail_next("/posts.json", 503)
+    status, _, err = run_cli(capsys, *more)
+    assert (status, "HTTP 503" in err, hint in err) == (1, True, True)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--ratings", "x,g", "--ratings: 'x' is not a rating; use letters from g,s,q,e, e.g. --ratings g,s"),
+    ("--ratings", ",", "--ratings: nothing given; use letters from g,s,q,e"),
+    ("--extensions", "png,../x", "--extensions: '../x' is not a file extension"),
+    ("--timeout", "nan", "--timeout must be a positive number, got nan"),
+    ("--timeout", "0", "--timeout must be a positive number, got 0.0"),
+    ("--rate", "inf", "--rate must be a positive number, got inf"),
+    ("--deadline", "-1", "--deadline must be a positive number, got -1.0"),
+    ("--retries", "-1", "--retries must be 0 or more, got -1"),
+    ("--base-url", "ftp://example.org", "--base-url must be an http(s) URL"),
+    ("--base-url", "https://tester:key@example.org", "--base-url must not hold credentials"),
+])
+def test_bad_options_are_named_with_how_to_fix_them(tmp_path: Path, capsys, option: str, value: str,
+                                                     message: str) -> None:
+    status, _, err = run_cli(capsys, "--out", str(tmp_path / "data.db"), "--per-rating", "1", option, value)
+    assert status == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert "key@" not in err and "('" not in err  # no secret, no Python tuple
+    assert not (tmp_path / "data.db").exists()
+
+
+def test_download_help_shows_every_default(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["download", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("150", "g,s,q,e", "none", "jpg,jpeg,png,webp,gif,bmp", "https://danbooru.donmai.us", "200",
+                    "4.0", "60.0", "300.0", "5"):
+        assert f"(default: {default})" in text

@@ -328,6 +328,38 @@ def test_dropped_connections_and_truncated_bodies(fresh: FakeDanbooru) -> None:
     assert [record.status for record in fresh.requests] == [0, 200, 200, 200]
 
 
+def test_stall_next_stops_a_body_mid_way(fresh: FakeDanbooru) -> None:
+    post_id = fresh.add_post(image_size=(64, 64))
+    file_url = fresh.post(post_id)["file_url"]
+    fresh.stall_next("/data/", 2.0)
+    started = time.monotonic()
+    with requests.get(file_url, timeout=0.3, stream=True) as response:
+        assert response.status_code == 200  # the head came in time: only the body stalls
+        with pytest.raises(requests.exceptions.ConnectionError, match="Read timed out"):
+            response.content  # noqa: B018
+    assert time.monotonic() - started < 2
+    fresh.stall_next("/data/", 0.1)  # shorter than the timeout: the whole file arrives
+    assert requests.get(file_url, timeout=TIMEOUT).content == fresh.file_bytes(post_id)
+
+
+def test_echo_credentials_next_puts_the_header_in_the_error_body(fresh: FakeDanbooru) -> None:
+    fresh.echo_credentials_next("/posts.json", status=502)
+    answer = requests.get(fresh.url + "/posts.json", auth=("alice", "s3cret"), timeout=TIMEOUT)
+    assert answer.status_code == 502
+    assert answer.json()["message"] == "Request failed. Authorization: Basic YWxpY2U6czNjcmV0 (decoded: alice:s3cret)"
+    assert get(fresh, "/posts.json").status_code == 200
+
+
+def test_hostile_post_fields_are_served_as_given(fresh: FakeDanbooru) -> None:
+    """An md5 that is a path, and a file URL of another scheme: the post shows them, its file is still served."""
+    traversal = fresh.add_post(md5="../../victim", served_bytes=b"payload")
+    plain = fresh.add_post(file_url="http://cdn.invalid/data/x.png")
+    shown = fresh.post(traversal)
+    assert shown["md5"] == "../../victim" and ".." not in shown["file_url"]
+    assert requests.get(shown["file_url"], timeout=TIMEOUT).content == b"payload"
+    assert fresh.post(plain)["file_url"] == "http://cdn.invalid/data/x.png"
+
+
 def test_hook_sees_every_request_can_block_and_can_answer(fresh: FakeDanbooru) -> None:
     urls = [fresh.post(post_id)["file_url"] for post_id in fresh.add_generated(3)]
     release = threading.Event()

@@ -6,13 +6,19 @@ import json
 import re
 import sqlite3
 from itertools import pairwise
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from builders import build_dataset, build_wd14_model, comparable_results
 from hooked_tagger import hooked_entry
+from test_dataset import set_md5
 
 from tagger_eval.config import parse_run_config
+from tagger_eval.data import dataset as dataset_module
+from tagger_eval.reports.results import load
 from tagger_eval.run.evaluation import Evaluation
-from tagger_eval.taggers import registered
+from tagger_eval.taggers import TaggerEntry, registered
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
@@ -105,31 +111,44 @@ def test_malformed_dataset_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*data.db is not a readable sqlite database*"])
 
 
-def test_missing_and_corrupt_images_are_skipped_with_a_reason(pytester: pytest.Pytester, demo_subset) -> None:
+def test_missing_corrupt_and_swapped_images_are_skipped_with_a_reason(pytester: pytest.Pytester,
+                                                                       demo_subset) -> None:
     db_path = demo_subset(posts=6)
-    (db_path.parent / "images" / "0002.png").unlink()
-    corrupt = db_path.parent / "images" / "0003.png"
+    images = db_path.parent / "images"
+    (images / "0002.png").unlink()
+    corrupt = images / "0003.png"
     corrupt.write_bytes(corrupt.read_bytes()[:100])
+    set_md5(db_path, 3, corrupt)  # a file Danbooru itself serves broken: its md5 is right, its pixels are not
+    (images / "0004.png").rename(images / "swap.png")
+    (images / "0005.png").rename(images / "0004.png")
+    (images / "swap.png").rename(images / "0005.png")
 
     result = pytester.runpytest("--tagger=control,demo-pixel", f"--dataset={db_path}", "--benchmark-disable", "-rs")
     assert result.ret == pytest.ExitCode.OK
-    result.assert_outcomes(passed=8, skipped=4)
-    result.stdout.fnmatch_lines(["*post 2: image file missing:*0002.png*", "*post 3: image*0003.png is unreadable*"])
+    result.assert_outcomes(passed=4, skipped=8)
+    result.stdout.fnmatch_lines(["*post 2: image file missing:*0002.png*", "*post 3: image*0003.png is unreadable*",
+                                 "*post 4: image*0004.png does not match the post's md5 (expected *, the file's is *)*",
+                                 "*post 5: image*0005.png does not match the post's md5*"])
     rows = summary_rows(result)
-    assert rows["control"][2] == "4" and rows["control"][11] == "2"
+    assert rows["control"][2] == "2" and rows["control"][11] == "4"
 
 
-def test_posts_without_truth_in_scope_are_skipped(pytester: pytest.Pytester, demo_subset) -> None:
+def test_posts_with_no_truth_but_their_rating_are_skipped(pytester: pytest.Pytester, demo_subset) -> None:
     db_path = demo_subset(posts=3)
     with sqlite3.connect(db_path) as connection:
+        # Post 1 keeps only copyright and artist tags, out of `general` scope; post 2 has no tag but its rating.
         connection.execute("UPDATE posts SET tag_string_general = '', tag_string_character = '' WHERE id = 1")
+        connection.execute("UPDATE posts SET tag_string_general = '', tag_string_character = '', "
+                           "tag_string_copyright = '', tag_string_artist = '', tag_string_meta = '' WHERE id = 2")
     connection.close()
-    # Under `general` scope post 1 keeps only its rating tag, so it is scored on that alone; all scopes keep ratings,
-    # so an empty scoped truth comes from a vocabulary-limited tagger, tested in test_session.py.
     result = pytester.runpytest("--tagger=control", f"--dataset={db_path}", "--tag-scope=general",
-                                "--benchmark-disable")
-    result.assert_outcomes(passed=3)
-    assert summary_rows(result)["control"][3] == "1.000"
+                                "--benchmark-disable", "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "SKIPPED*post 1 has no truth tags in tag scope 'general' besides its rating: a rating alone is not scored",
+        "SKIPPED*post 2 has no tags besides its rating: a rating alone is not scored",
+    ])
+    assert summary_rows(result)["control"][2] == "1"
 
 
 def test_tag_scope_changes_the_scores(pytester: pytest.Pytester) -> None:
@@ -180,3 +199,109 @@ def test_inference_runs_once_per_post_and_is_benchmarked_per_tagger(pytester: py
     assert len(benchmarks) == 10
     assert {b["group"] for b in benchmarks} == {"counting", "control"}
     assert all(b["stats"]["rounds"] == 1 and b["stats"]["iterations"] == 1 for b in benchmarks)
+
+
+def test_an_empty_dataset_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    db_path = build_dataset(tmp_path / "empty", [], {})
+    result = pytester.runpytest("--tagger=control", f"--dataset={db_path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{db_path} has no posts, so there is nothing to evaluate (an interrupted or "
+                                 "failed download? run the same `tagger-eval download` command again to fill it)"])
+
+
+def test_a_run_that_scores_no_post_fails(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=3)
+    # The demo images are 128x128: one pixel over the limit.
+    result = pytester.runpytest("--tagger=control", f"--dataset={db_path}", "--max-image-pixels=16383",
+                                "--benchmark-disable", "-rs")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines([
+        "no post was scored: each one was skipped or errored (`pytest -rs` says why), so the run fails",
+        "SKIPPED*post 1: image *0001.png is 128x128 (16,384 pixels), more than the limit of 16,383; raise it with "
+        "--max-image-pixels=16384 to evaluate this post",
+    ])
+
+
+def test_a_dataset_directory_reads_the_data_db_in_it(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=2)
+    result = pytester.runpytest("--tagger=control", f"--dataset={db_path.parent}", "--benchmark-disable")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"dataset: {db_path}"])
+
+
+def failing_to_load(_argument: str | None, _options: object) -> NoReturn:
+    raise RuntimeError("the weights are corrupt\n  (second line of the error)")
+
+
+def test_a_tagger_that_does_not_load_fails_once_in_one_line(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=4)
+    with registered(TaggerEntry("broken", "a tagger whose model cannot be loaded", failing_to_load)):
+        result = pytester.runpytest_inprocess("--tagger=control,broken", f"--dataset={db_path}",
+                                              "--benchmark-disable", "-rs")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=4, failed=1, skipped=3)
+    error = "RuntimeError: the weights are corrupt / (second line of the error)"
+    result.stdout.fnmatch_lines([
+        "*_ test_post_score[[]broken-post1[]] _*",
+        f"tagger broken could not be loaded: {error}",
+        f"could not load: broken (4 tests not evaluated): {error}",
+        "SKIPPED [[]3[]] *: tagger broken did not load (see the first error)",
+    ])
+    assert "Traceback" not in result.stdout.str() and "failing_to_load" not in result.stdout.str()
+
+
+def test_a_lock_taken_mid_run_stops_it_naming_the_file(pytester: pytest.Pytester, demo_subset,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset_module, "BUSY_TIMEOUT_S", 0.05)
+    db_path = demo_subset(posts=4)
+    writers: list[sqlite3.Connection] = []
+
+    def lock_the_dataset(_samples: object) -> None:
+        if not writers:  # during post 1's test, another process starts writing and keeps the lock
+            writers.append(sqlite3.connect(db_path))
+            writers[0].execute("BEGIN EXCLUSIVE")
+
+    try:
+        with registered(hooked_entry("locked-out", lock_the_dataset)):
+            result = pytester.runpytest_inprocess("--tagger=locked-out", f"--dataset={db_path}",
+                                                  "--benchmark-disable", "--no-tagger-results")
+    finally:
+        for writer in writers:
+            writer.close()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    # Post 2 was read (ahead) before the lock; post 3, read ahead while it was held, fails; post 4 is not run.
+    result.assert_outcomes(passed=2, failed=1)
+    message = (f"another process holds a lock on {db_path} (a download writing to it?); wait for it to finish or "
+               "evaluate a copy of the dataset (gave up after waiting 0.05 s: database is locked)")
+    result.stdout.fnmatch_lines(["*_ test_post_score[[]locked-out-post3[]] _*", message, f"*Interrupted: {message}*"])
+    assert "Traceback" not in result.stdout.str() and "OperationalError" not in result.stdout.str()
+
+
+def test_an_xdist_run_skips_and_fails_as_a_serial_one(pytester: pytest.Pytester, demo_subset, tmp_path: Path) -> None:
+    """Skip reasons and a tagger that does not load reach the controller from the workers as they do serially."""
+    db_path = demo_subset(posts=5)
+    images = db_path.parent / "images"
+    (images / "0003.png").write_bytes((images / "0002.png").read_bytes())
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        connection.execute("UPDATE posts SET rating = 'x' WHERE id = 4")
+    connection.close()
+    broken = build_wd14_model(tmp_path / "broken", dynamic_batch=True)
+    (broken / "model.onnx").write_bytes(b"truncated")
+    serial, parallel = pytester.path / "serial.json", pytester.path / "parallel.json"
+    common = [f"--tagger=control,wd14-onnx:{broken}", f"--dataset={db_path}", "--tagger-batch-size=2",
+              "--benchmark-disable"]
+    first = pytester.runpytest_inprocess(*common, f"--tagger-results={serial}")
+    second = pytester.runpytest_subprocess(*common, f"--tagger-results={parallel}", "-n", "2", "--dist", "loadgroup")
+    assert first.ret == second.ret == pytest.ExitCode.TESTS_FAILED
+    first.assert_outcomes(passed=3, skipped=6, failed=1)
+    # With pytest 9.2, xdist 3.8's loadgroup no longer keeps a group on one worker (pytest-xdist#1386): each worker
+    # that runs the broken tagger's tests fails its first one.
+    outcomes = second.parseoutcomes()
+    assert outcomes["passed"] == 3 and outcomes["skipped"] + outcomes["failed"] == 7 and outcomes["failed"] <= 2
+    for result in (first, second):
+        result.stdout.fnmatch_lines([f"could not load: wd14-onnx:{broken} (5 tests not evaluated): ModelLoadError: *"])
+    assert comparable_results(load(parallel)) == comparable_results(load(serial))
+    reasons = {post: entry["reason"] for post, entry in load(serial)["taggers"]["control"]["posts"].items()}
+    assert "does not match the post's md5" in reasons["3"] and "invalid rating" in reasons["4"]

@@ -6,6 +6,7 @@ import io
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,41 @@ def test_a_new_fetch_replaces_the_old_copy(tmp_path: Path, httpserver, session) 
     assert leftovers(tmp_path) == ["release"]
 
 
+def test_a_release_without_a_project_leaves_the_working_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             httpserver) -> None:
+    monkeypatch.setenv("TAGGER_EVAL_CACHE", str(tmp_path))
+    httpserver.expect_oneshot_request("/dd.zip").respond_with_data(make_zip())
+    working = fetch_v3(url=httpserver.url_for("/dd.zip"))
+    httpserver.expect_oneshot_request("/dd.zip").respond_with_data(make_zip({"README.md": b"moved to a new URL"}))
+    url = httpserver.url_for("/dd.zip")
+    with pytest.raises(ReleaseError, match=re.escape(f"{url}: no DeepDanbooru project (tags.txt and a model file) "
+                                                     f"in the archive; {v3_dir()} was left as it was")):
+        fetch_v3(url=url)
+    assert {name: (working / name).read_bytes() for name in PROJECT} == PROJECT
+    assert leftovers(tmp_path) == [v3_dir().name] and leftovers(v3_dir()) == sorted(PROJECT)
+
+
+def test_verify_sees_the_extracted_release_before_the_swap(tmp_path: Path, httpserver, session) -> None:
+    target = tmp_path / "release"
+    target.mkdir()
+    (target / "tags.txt").write_text("old\n")
+    seen: list[bytes] = []
+
+    def verify(extracted: Path) -> str | None:
+        seen.append((extracted / "tags.txt").read_bytes())
+        assert (target / "tags.txt").read_text() == "old\n"  # not replaced yet
+        return None if seen[-1] == b"new\n" else "tags.txt is not the new one"
+
+    httpserver.expect_oneshot_request("/bad.zip").respond_with_data(make_zip({"tags.txt": b"bad\n"}))
+    with pytest.raises(ReleaseError, match=r"bad\.zip: tags\.txt is not the new one; .* was left as it was"):
+        fetch_release_zip(httpserver.url_for("/bad.zip"), target, max_bytes=MAX, session=session, verify=verify)
+    assert (target / "tags.txt").read_text() == "old\n" and leftovers(tmp_path) == ["release"]
+    httpserver.expect_oneshot_request("/good.zip").respond_with_data(make_zip({"tags.txt": b"new\n"}))
+    fetch_release_zip(httpserver.url_for("/good.zip"), target, max_bytes=MAX, session=session, verify=verify)
+    assert seen == [b"bad\n", b"new\n"] and (target / "tags.txt").read_text() == "new\n"
+    assert leftovers(tmp_path) == ["release"]
+
+
 @pytest.mark.parametrize(
     ("member", "reason"),
     [
@@ -140,6 +176,45 @@ def test_extract_zip_writes_nothing_when_one_member_is_bad(tmp_path: Path) -> No
     assert leftovers(tmp_path / "out") == []
 
 
+def with_bad_crc(archive: bytes, member: bytes) -> bytes:
+    """`archive` with the CRC-32 recorded for `member` (in its local header and the central directory) altered."""
+    recorded = zlib.crc32(member).to_bytes(4, "little")
+    assert archive.count(recorded) == 2
+    return archive.replace(recorded, (zlib.crc32(member) ^ 1).to_bytes(4, "little"))
+
+
+def test_a_member_with_a_bad_crc_leaves_nothing(tmp_path: Path, httpserver, session) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB, more than one chunk: part of it would be written before the check
+    archive = with_bad_crc(make_zip({"good.txt": b"fine", "sub/big.bin": big}), big)
+    (tmp_path / "a.zip").write_bytes(archive)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("kept")
+    with pytest.raises(ReleaseError, match=r"a\.zip is not a valid zip file: Bad CRC-32 for file 'sub/big\.bin'"):
+        extract_zip(tmp_path / "a.zip", tmp_path / "out", max_extracted_bytes=4 * MAX)
+    assert leftovers(tmp_path / "out") == ["mine.txt"]
+    httpserver.expect_request("/crc.zip").respond_with_data(archive)
+    with pytest.raises(ReleaseError, match=r"crc\.zip is not a valid zip file: Bad CRC-32"):
+        fetch_release_zip(httpserver.url_for("/crc.zip"), tmp_path / "release", max_bytes=4 * MAX, session=session)
+    assert leftovers(tmp_path) == ["a.zip", "out"]
+
+
+def test_extract_zip_never_mixes_into_existing_files(tmp_path: Path) -> None:
+    (tmp_path / "a.zip").write_bytes(make_zip({"new.txt": b"new", "tags.txt": b"from the archive"}))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "tags.txt").write_text("mine")
+    with pytest.raises(ReleaseError, match=r"member 'tags\.txt' already exists in .*out; extract into an empty"):
+        extract_zip(tmp_path / "a.zip", tmp_path / "out", max_extracted_bytes=MAX)
+    assert leftovers(tmp_path / "out") == ["tags.txt"] and (tmp_path / "out" / "tags.txt").read_text() == "mine"
+
+
+def test_credentials_in_a_url_never_reach_a_message(tmp_path: Path, httpserver, session) -> None:
+    httpserver.expect_request("/missing.zip").respond_with_data("Not Found", status=404)
+    url = httpserver.url_for("/missing.zip").replace("://", "://user:s3cret@")
+    with pytest.raises(ReleaseError) as raised:
+        fetch_release_zip(url, tmp_path / "release", max_bytes=MAX, session=session)
+    assert str(raised.value) == f"downloading {httpserver.url_for('/missing.zip')} failed: HTTP 404 NOT FOUND"
+
+
 def test_a_too_large_content_length_is_refused_before_downloading(tmp_path: Path, httpserver, session) -> None:
     httpserver.expect_request("/big.zip").respond_with_data(b"0" * 5000)
     url = httpserver.url_for("/big.zip")
@@ -170,7 +245,8 @@ def test_an_unreachable_server_is_a_release_error(tmp_path: Path, httpserver, se
     url = httpserver.url_for("/dd.zip")
     httpserver.stop()
     try:
-        with pytest.raises(ReleaseError, match=rf"downloading {url} failed: ConnectionError"):
+        with pytest.raises(ReleaseError, match=rf"downloading {url} failed: could not connect to "
+                                               rf"{httpserver.host}:{httpserver.port}: connection refused$"):
             fetch_release_zip(url, tmp_path / "release", max_bytes=MAX, session=session)
     finally:
         httpserver.start()

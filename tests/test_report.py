@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tagger_eval.cli import main as cli_main
 from tagger_eval.config import parse_run_config
 from tagger_eval.records import PostResult, document_order
 from tagger_eval.reports import charts
@@ -32,7 +33,7 @@ from tagger_eval.reports.charts import (
     score_histograms,
     scores_figure,
 )
-from tagger_eval.reports.html_report import report_from_file, table_rows, write_report
+from tagger_eval.reports.html_report import ReportError, report_from_file, table_rows, write_report
 from tagger_eval.reports.leaderboard import COLUMNS, format_table, summarise
 from tagger_eval.reports.results import ResultsError, build_document, dataset_identity, save
 from tagger_eval.run.evaluation import Evaluation
@@ -513,3 +514,66 @@ def test_report_from_file_refuses_what_is_not_a_results_file(tmp_path: Path) -> 
     with pytest.raises(ResultsError, match="not a tagger-eval results file"):
         report_from_file(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# where the report goes, and what a failure leaves behind
+
+
+def test_report_onto_an_existing_file_is_refused_before_anything_is_read(tmp_path: Path, capsys) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# mine\n")
+    # The results file does not even exist: the output path is checked first.
+    assert cli_main(["report", str(tmp_path / "missing.json"), "--out", str(readme)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"error: --out: {readme} is a file, not a directory: give a directory for the "
+                                 "charts and index.html (it is created if missing)\n")
+    assert readme.read_text() == "# mine\n" and [path.name for path in tmp_path.iterdir()] == ["README.md"]
+
+
+def test_a_report_below_a_file_is_one_error_line(document: dict, tmp_path: Path, capsys) -> None:
+    results = save(document, tmp_path / "run.json")
+    out = tmp_path / "run.json" / "report"
+    assert cli_main(["report", str(results), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the report to {out}: ") and err.count("\n") == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_failed_write_leaves_no_temporary_file(document: dict, tmp_path: Path) -> None:
+    (tmp_path / "index.html").mkdir()  # the page cannot replace a directory
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ReportError, match=f"cannot write the report to {tmp_path}: .*[Ii]s a directory"):
+        write_report(document, tmp_path)
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]
+    assert (tmp_path / "index.html").is_dir() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_document_that_cannot_be_drawn_writes_nothing(document: dict, tmp_path: Path) -> None:
+    """Validated files cannot get here (`load` checks every field); a document built in memory can."""
+    broken = json.loads(json.dumps(document))
+    del broken["taggers"]["best"]["summary"]["mean_score"]
+    with pytest.raises(KeyError):
+        write_report(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("where", "value", "problem"), [
+    (("taggers", "mid", "posts", "2", "score"), float("nan"), "taggers.mid.posts.2.score: expected a number in "
+                                                              "[-1,000,000, 1], got NaN"),
+    (("taggers",), [], "taggers: expected an object (tagger label -> its results), got a list"),
+    (("taggers", "best", "summary", "mean_score"), 1e308, "taggers.best.summary.mean_score: expected a number in "),
+])
+def test_the_report_command_refuses_a_broken_results_file(document: dict, tmp_path: Path, capsys,
+                                                          where: tuple[str, ...], value: Any, problem: str) -> None:
+    broken = json.loads(json.dumps(document))
+    *parents, last = where
+    container = broken
+    for key in parents:
+        container = container[key]
+    container[last] = value
+    results = save(broken, tmp_path / "run.json")
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "report")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: {results} is not a valid results file: {problem}")
+    assert not (tmp_path / "report").exists()

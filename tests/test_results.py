@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from hooked_tagger import hooked_entry
 from tagger_eval.cli import main as cli_main
 from tagger_eval.config import GateConfig
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.records import DatasetIdentity, PostResult, ResultsDocument
 from tagger_eval.reports.compare import compare, failure_messages, format_comparison
 from tagger_eval.reports.leaderboard import summarise
-from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, load, save
+from tagger_eval.reports.results import SCHEMA, SCHEMA_VERSION, ResultsError, autosave_path, build_document, load, save
+from tagger_eval.scoring.post_score import score_post
 from tagger_eval.taggers import registered
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
@@ -95,20 +98,97 @@ def test_save_is_atomic_and_autosave_numbers_files(tmp_path: Path) -> None:
     assert not list(directory.glob(".*.tmp"))
 
 
+def test_a_failed_save_names_the_path_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    taken = tmp_path / "results.json"
+    taken.mkdir()  # the rename onto it fails after the temporary file was written
+    (taken / "kept").write_text("mine")
+    with pytest.raises(ResultsError, match=f"cannot write the results to {taken}: .*[Ii]s a directory"):
+        save(document({"t": {1: 0.5}}), taken)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json"]
+    assert (taken / "kept").read_text() == "mine"
+    below_a_file = tmp_path / "results.json" / "kept" / "run.json"
+    with pytest.raises(ResultsError, match=f"cannot write the results to {below_a_file}"):
+        save(document({"t": {1: 0.5}}), below_a_file)
+    assert sorted(path.name for path in taken.iterdir()) == ["kept"]
+
+
+# --- what `load` refuses: every field compare and report read, with its type and range ----------------------------
+
+
+MISSING = object()
+POST = "taggers.demo-pixel.posts"
+SUMMARY = "taggers.demo-pixel.summary"
+IN_RANGE = "expected a number in [-1,000,000, 1]"
+
+
+def corrupted(where: str, value: object) -> dict:
+    """A complete, valid document (as JSON reads it back) with the value at the dotted path set, or removed."""
+    document_ = json.loads(json.dumps(document({"demo-pixel": {1: 0.5, 2: None, 3: 0.25}})))
+    *parents, last = where.split(".")
+    container = document_
+    for key in parents:
+        container = container[key]
+    if value is MISSING:
+        del container[last]
+    else:
+        container[last] = value
+    return document_
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "problem"),
+    [
+        (f"{POST}.3.score", "x", f'{IN_RANGE}, got "x"'),
+        (f"{POST}.3.score", math.nan, f"{IN_RANGE}, got NaN"),
+        (f"{POST}.1.score", math.inf, f"{IN_RANGE}, got Infinity"),
+        (f"{POST}.1.score", True, f"{IN_RANGE}, got true"),
+        (f"{POST}.1.score", 1.5, f"{IN_RANGE}, got 1.5"),
+        (f"{POST}.1.score", MISSING, "missing (a scored post has a score)"),
+        (f"{POST}.1.status", "passed", 'expected "scored" or "skipped" or "error", got "passed"'),
+        (f"{POST}.1.status", ["scored"], 'expected "scored" or "skipped" or "error", got a list'),
+        (f"{POST}.1.correct", -1, "expected a whole number >= 0, got -1"),
+        (f"{POST}.1.correct", 1.0, "expected a whole number >= 0, got 1.0"),
+        (f"{POST}.1.missed_tags", "long_hair", 'expected a list of tag names, got "long_hair"'),
+        (f"{POST}.2.reason", 7, "expected a string or null, got 7"),
+        (f"{POST}.first", {"status": "skipped"}, 'expected a post id (digits), got "first"'),
+        (POST, MISSING, "missing"),
+        ("taggers", [{}], "expected an object (tagger label -> its results), got a list"),
+        ("taggers.demo-pixel.threshold", "0.5", 'expected a finite number or null, got "0.5"'),
+        (f"{SUMMARY}.mean_score", -math.inf, "expected a number in [-1,000,000, 1] or null, got -Infinity"),
+        (f"{SUMMARY}.error_rate", 1e308, "expected a number in [0, 1] or null, got 1e+308"),
+        (f"{SUMMARY}.mean_runtime_s", -1.0, "expected a number in [0, 1,000,000] or null, got -1.0"),
+        (f"{SUMMARY}.passed", MISSING, "missing"),
+        ("dataset.content_sha256", MISSING, "missing"),
+        ("dataset.posts", "96", 'expected a whole number >= 0, got "96"'),
+        ("commit", "abc", 'expected an object or null, got "abc"'),
+        ("settings", MISSING, "missing"),
+    ],
+)
+def test_a_results_file_is_checked_against_its_schema(tmp_path: Path, where: str, value: object,
+                                                      problem: str) -> None:
+    path = save(corrupted(where, value), tmp_path / "run.json")
+    with pytest.raises(ResultsError) as raised:
+        load(path)
+    assert str(raised.value).startswith(f"{path} is not a valid results file: {where}: {problem} (")
+
+
+def test_what_a_newer_version_adds_is_ignored(tmp_path: Path) -> None:
+    added = corrupted(f"{POST}.1.heatmap", [[0.1]])
+    added["notes"] = ["new"]
+    assert load(save(added, tmp_path / "run.json"))["notes"] == ["new"]
+
+
 # --- comparing documents ------------------------------------------------------------------------------------------
 
 
-def document(scores: dict[str, dict[int, float | None]], dataset_hash: str = "abc") -> dict:
-    """A minimal results document: None marks a skipped post."""
-    return {
-        "dataset": {"path": "data.db", "posts": 10, "content_sha256": dataset_hash},
-        "taggers": {
-            tagger: {"posts": {str(post): ({"status": "scored", "score": score} if score is not None
-                                           else {"status": "skipped", "reason": "image missing"})
-                               for post, score in posts.items()}}
-            for tagger, posts in scores.items()
-        },
-    }
+def document(scores: dict[str, dict[int, float | None]], dataset_hash: str = "abc") -> ResultsDocument:
+    """A complete results document, as a run builds it, with these scores; None marks a skipped post."""
+    counts = score_post({"x"}, {"x"}).to_dict()
+    results = [PostResult(tagger, post, "skipped", floor=-1.0, threshold=0.5, reason="image missing") if score is None
+               else PostResult(tagger, post, "scored", floor=-1.0, threshold=0.5, counts={**counts, "score": score})
+               for tagger, posts in scores.items() for post, score in posts.items()]
+    dataset: DatasetIdentity = {"path": "data.db", "posts": 10, "content_sha256": dataset_hash, "metadata": {}}
+    return build_document(results, {}, dataset, "all")
 
 
 def test_a_mean_that_falls_past_the_tolerance_regresses() -> None:
@@ -145,12 +225,34 @@ def test_posts_and_taggers_in_one_run_only_are_reported() -> None:
     table = "\n".join(format_comparison(list(rows.values())))
     assert "kept: 1 posts scored only in the baseline: 2" in table
     assert "kept: 1 posts scored only in this run: 4" in table
-    assert [line.split()[-1] for line in format_comparison(list(rows.values()))[2:5]] == ["ok", "new", "run"]
+    assert [line.split()[-1] for line in format_comparison(list(rows.values()))[2:5]] == ["new", "ok", "run"]
+
+
+def test_labels_from_a_file_cannot_rewrite_the_terminal() -> None:
+    label = "t\x1b[2K\u202e"  # erase the line, then reverse what follows
+    rows = compare(document({label: {1: 0.5, 2: 0.5}}), document({label: {1: 0.5, 2: 0.1}}))
+    printed = "\n".join(format_comparison(rows) + failure_messages(rows))
+    assert "\x1b" not in printed and "\u202e" not in printed
+    assert printed.count("t\\x1b[2K\\u202e") == 2
 
 
 def test_nothing_in_common_regresses() -> None:
     [row] = compare(document({"t": {1: 0.5}}), document({"t": {1: None}}))
     assert row.problems == ["no post scored in both runs"]
+
+
+@pytest.mark.parametrize(("baseline", "new", "where", "posts"), [
+    ({1: math.nan, 2: 0.5}, {1: 0.5, 2: 0.5}, "the baseline", "post 1 (nan)"),
+    ({1: 0.5, 2: 0.5}, {1: 0.5, 2: -math.inf}, "this run", "post 2 (-inf)"),
+    ({1: 0.5}, {1: 0.5, 3: math.inf}, "this run", "post 3 (inf)"),  # in one run only: still no pass
+])
+def test_a_non_finite_score_never_passes_the_gate(baseline: dict, new: dict, where: str, posts: str) -> None:
+    """The run against its baseline is compared in memory, where no schema check stands between them."""
+    problem = f"non-finite scores in {where}, which cannot be compared: {posts}"
+    [row] = compare(document({"t": baseline}), document({"t": new}))
+    assert row.regressed and row.problems == [problem]
+    assert failure_messages([row]) == [f"t regressed: {problem}"]
+    assert "REGRESSED" in format_comparison([row])[2]
 
 
 def test_runs_on_different_data_are_not_compared() -> None:
@@ -220,11 +322,51 @@ def test_posts_skipped_in_the_new_run_are_listed(pytester: pytest.Pytester, demo
     result.stdout.fnmatch_lines(["control: 1 posts scored only in the baseline: 4"])
 
 
+def test_a_broken_baseline_is_a_usage_error(pytester: pytest.Pytester, demo_subset) -> None:
+    db_path = demo_subset(posts=3)
+    baseline = pytester.path / "baseline.json"
+    assert run(pytester, "--tagger=control", f"--dataset={db_path}", f"--tagger-results={baseline}").ret == 0
+    saved = json.loads(baseline.read_text())
+    for change, message in (
+        (lambda doc: doc["taggers"]["control"]["posts"]["2"].update(score=math.nan),
+         "taggers.control.posts.2.score: expected a number in [[]-1,000,000, 1[]], got NaN"),
+        (lambda doc: doc.update(taggers=list(doc["taggers"].values())), "taggers: expected an object *, got a list"),
+    ):
+        broken = json.loads(json.dumps(saved))
+        change(broken)
+        save(broken, baseline)
+        result = run(pytester, "--tagger=control", f"--dataset={db_path}", f"--tagger-baseline={baseline}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*--tagger-baseline: {baseline} is not a valid results file: {message}*"])
+        assert "no regression" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(("which", "change", "message"), [
+    ("new", lambda doc: doc["taggers"]["t"]["posts"]["2"].update(score=math.nan),
+     "taggers.t.posts.2.score: expected a number in [-1,000,000, 1], got NaN"),
+    ("old", lambda doc: doc["taggers"]["t"]["posts"]["1"].update(score=-math.inf), "posts.1.score: "),
+    ("new", lambda doc: doc.update(taggers=list(doc["taggers"].values())), "taggers: expected an object"),
+    ("old", lambda doc: doc["taggers"]["t"].pop("summary"), "taggers.t.summary: missing"),
+])
+def test_the_compare_command_refuses_a_broken_file_in_one_line(tmp_path: Path, capsys, which: str, change,
+                                                                message: str) -> None:
+    paths = {"old": tmp_path / "old.json", "new": tmp_path / "new.json"}
+    for name, path in paths.items():
+        saved = json.loads(json.dumps(document({"t": {1: 0.5, 2: 0.5}})))
+        if name == which:
+            change(saved)
+        save(saved, path)
+    assert cli_main(["compare", str(paths["old"]), str(paths["new"])]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no table, no "not run", no "ok"
+    assert err.startswith(f"error: {paths[which]} is not a valid results file: ") and err.count("\n") == 1
+    assert message in err
+
+
 def test_the_compare_command_applies_the_same_rule(tmp_path: Path, capsys) -> None:
     old, new = tmp_path / "old.json", tmp_path / "new.json"
-    base = document({"t": {1: 0.5, 2: 0.5}})
-    save({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **base}, old)
-    save({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **document({"t": {1: 0.5, 2: 0.1}})}, new)
+    save(document({"t": {1: 0.5, 2: 0.5}}), old)
+    save(document({"t": {1: 0.5, 2: 0.1}}), new)
     assert cli_main(["compare", str(old), str(old)]) == 0
     assert "REGRESSED" not in capsys.readouterr().out
     assert cli_main(["compare", str(old), str(new)]) == 1

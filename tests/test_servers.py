@@ -1,7 +1,8 @@
 """The HTTP taggers (`webui:URL#MODEL`, `hydrus-dd:URL`) against real servers on loopback.
 
 The servers are pytest-httpserver instances whose handlers check the request as the real servers would read it and
-answer in the published shapes (see shared/reference/contracts.md); nothing in `requests` is mocked.
+answer in the published shapes (see shared/reference/contracts.md); nothing in `requests` is mocked. Faults they
+cannot produce (a trickled answer, a reset after connecting) come from `test_http_client.RawServer`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import io
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pytest_httpserver import HTTPServer
+from test_http_client import Handler, RawServer, trickle
 from werkzeug import Request, Response
 
 from tagger_eval.data.dataset import Dataset
-from tagger_eval.http_client import make_session
+from tagger_eval.http_client import RetryAfterCapped, make_session
 from tagger_eval.run.evaluation import DEFAULT_DATASET, TaggerRun, TaggerSettings
 from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, registry, select_tags
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR
@@ -154,6 +157,27 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
+def raw_webui() -> Iterator[Callable[[Handler], str]]:
+    """A webui that lists its models at once and answers interrogations with the test's handler; gives its URL."""
+    servers: list[RawServer] = []
+
+    def start(interrogate: Handler) -> str:
+        def handle(connection: socket.socket, head: bytes, stop: threading.Event) -> None:
+            if not head.startswith(b"GET "):
+                return interrogate(connection, head, stop)
+            body = json.dumps({"models": MODELS}).encode()
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        servers.append(RawServer(handle))
+        return servers[-1].url
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
 def own_server() -> Iterator[HTTPServer]:
     """A threaded server of the test's own (the shared `httpserver` one answers one request at a time)."""
     server = HTTPServer(host="127.0.0.1", threaded=True)
@@ -232,7 +256,7 @@ def test_webui_argument_needs_url_and_model(argument: str | None) -> None:
 
 def test_webui_argument_parsing() -> None:
     assert parse_webui_argument("http://host:7860/#wd14-vit-v2-git") == ("http://host:7860", "wd14-vit-v2-git")
-    with pytest.raises(ValueError, match="expected an http:// or https:// URL"):
+    with pytest.raises(ValueError, match="expected the webui server's http:// or https:// URL"):
         parse_webui_argument("127.0.0.1:7860#wd14-vit-v2-git")
 
 
@@ -272,7 +296,7 @@ def test_server_down_fails_at_construction_naming_it(closed_port_url: str, make:
     start = time.monotonic()
     with pytest.raises(TaggerServerError, match=f"cannot reach the .* tagger server at {closed_port_url}") as error:
         make(closed_port_url)
-    assert "after 1 retries" in str(error.value)
+    assert "could not connect (2 attempts)" in str(error.value)
     assert time.monotonic() - start < 5
 
 
@@ -318,7 +342,10 @@ def test_http_error_quotes_a_short_detail(httpserver: HTTPServer, sample: Sample
     ({"tags": ["long hair"]}, "an object with keys ['tags']"),
     ({"caption": {"long hair": "high"}}, "the probability of 'long hair' is str 'high'"),
     ({"caption": {"tag": {"long hair": 0.9}}}, "the probability of 'tag' is an object"),
-], ids=["html", "no-caption", "string-probability", "half-nested"])
+    ({"caption": {"long hair": float("inf")}}, "the probability of 'long hair' is float 'inf', not a number from 0"),
+    ({"caption": {"long hair": -0.25}}, "the probability of 'long hair' is float '-0.25', not a number from 0 to 1"),
+    ({"caption": {"tag": {"smile": 0.5}, "rating": {"general": 1.5}}}, "the probability of 'general' is float '1.5'"),
+], ids=["html", "no-caption", "string-probability", "half-nested", "infinity", "negative", "above-one"])
 def test_malformed_answers_say_what_was_expected(
     httpserver: HTTPServer, sample: Sample, answer: Any, complaint: str
 ) -> None:
@@ -346,10 +373,86 @@ def test_timeout_is_retried_then_reported(own_server: HTTPServer, sample: Sample
     recorder = serve_webui(own_server, respond)
     tagger = WebuiTagger(base_url(own_server), MODEL, TaggerOptions(http_timeout=0.5), session=quick_session())
     start = time.monotonic()
-    with pytest.raises(TaggerServerError, match=f"server at {base_url(own_server)} did not answer .* within 0.5 s"):
+    with pytest.raises(TaggerServerError, match=f"server at {base_url(own_server)} did not answer .* within 0.5 s "
+                                                r"\(2 attempts\)"):
         tagger.predict([sample])
     assert time.monotonic() - start < 2.5
     assert recorder.hits == 2  # the first try and one retry
+
+
+def test_a_timeout_counts_the_attempts_made(own_server: HTTPServer, sample: Sample) -> None:
+    """The default session does not retry a timeout: the message says one attempt, not the session's retries."""
+    serve_webui(own_server, lambda request, hit: time.sleep(1.0) or flat_caption(RATINGS))
+    tagger = WebuiTagger(base_url(own_server), MODEL, TaggerOptions(http_timeout=0.5))
+    with pytest.raises(TaggerServerError, match=r"within 0.5 s \(1 attempt\); raise the limit") as error:
+        tagger.predict([sample])
+    assert "retries" not in str(error.value)
+
+
+def test_a_trickled_answer_ends_at_the_timeout(raw_webui: Callable[[Handler], str], sample: Sample) -> None:
+    """One byte every 0.2 s never trips a read timeout; the timeout bounds each attempt as a whole."""
+    url = raw_webui(trickle("body"))
+    tagger = WebuiTagger(url, MODEL, TaggerOptions(http_timeout=1.0))
+    start = time.monotonic()
+    with pytest.raises(TaggerServerError, match=f"at {url} did not answer POST {url}{INTERROGATE_PATH} in full "
+                                                r"within 1 s \(1 attempt\)"):
+        tagger.predict([sample])
+    assert time.monotonic() - start < 5
+
+
+def reset(connection: socket.socket, head: bytes, stop: threading.Event) -> None:
+    """Closes the connection with a TCP reset once the request has arrived."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_reset_after_connecting_is_not_reported_as_unreachable(raw_webui: Callable[[Handler], str],
+                                                                 sample: Sample) -> None:
+    url = raw_webui(reset)
+    tagger = WebuiTagger(url, MODEL)
+    with pytest.raises(TaggerServerError, match=f"server at {url} broke off POST {url}{INTERROGATE_PATH} after the "
+                                                r"connection was made \(1 attempt\)") as error:
+        tagger.predict([sample])
+    assert "cannot reach" not in str(error.value)
+
+
+def test_a_failing_server_is_not_asked_again(httpserver: HTTPServer, sample: Sample) -> None:
+    recorder = serve_webui(httpserver, lambda request, hit: Response("overloaded", status=500))
+    tagger = WebuiTagger(base_url(httpserver), MODEL, session=quick_session())
+    with pytest.raises(TaggerServerError) as first:
+        tagger.predict([sample])
+    assert recorder.hits == 2
+    message = str(first.value)
+    assert f"answered POST {base_url(httpserver)}{INTERROGATE_PATH} with HTTP 500 INTERNAL SERVER ERROR: " \
+           "'overloaded' (2 attempts); no further requests are sent to it in this run" in message
+    with pytest.raises(TaggerServerError) as again:
+        tagger.predict([sample])
+    assert str(again.value) == message
+    assert recorder.hits == 2, "the failed server must not be asked again"
+
+
+def test_a_failed_server_fails_each_post_with_its_message_and_never_the_image(
+    pytester: pytest.Pytester, raw_webui: Callable[[Handler], str], demo_subset: Callable[..., Path]
+) -> None:
+    """pytest prints the arguments of the frame that raised: that frame must not hold the request (the image)."""
+    url = raw_webui(reset)
+    result = pytester.runpytest(f"--tagger=webui:{url}#{MODEL}", f"--dataset={demo_subset(3)}", "--benchmark-disable")
+    result.assert_outcomes(failed=3)
+    output = result.stdout.str()
+    assert output.count(f"broke off POST {url}{INTERROGATE_PATH} after the connection was made (1 attempt)") >= 3
+    assert base64.b64encode(PNG_SIGNATURE).decode()[:8] not in output
+
+
+def test_a_long_retry_after_is_capped_and_reported(httpserver: HTTPServer, sample: Sample) -> None:
+    recorder = serve_webui(httpserver, lambda request, hit: Response("slow down", status=429,
+                                                                     headers={"Retry-After": "100000"}))
+    tagger = WebuiTagger(base_url(httpserver), MODEL, session=make_session(retries=1, retry_after_max=0.5))
+    start = time.monotonic()
+    with pytest.warns(RetryAfterCapped, match="asking to wait 100000 s"), pytest.raises(TaggerServerError) as error:
+        tagger.predict([sample])
+    assert time.monotonic() - start < 10
+    assert recorder.hits == 2
+    assert "HTTP 429 TOO MANY REQUESTS: 'slow down' (2 attempts; it asked to wait 100000 s before retrying, more " \
+           "than the 0.5 s this suite waits at most)" in str(error.value)
 
 
 # --- hydrus-dd -----------------------------------------------------------------------------------------------------
@@ -393,10 +496,33 @@ def test_hydrus_dd_malformed_answer(httpserver: HTTPServer, sample: Sample) -> N
 
 
 def test_entries_are_registered() -> None:
-    assert [(entry.name, entry.needs_argument) for entry in ENTRIES] == [("webui", True), ("hydrus-dd", True)]
+    assert [(entry.usage, entry.needs_argument) for entry in ENTRIES] == [("webui:URL#MODEL", True),
+                                                                          ("hydrus-dd:URL", True)]
     assert all(registry.get_entry(entry.name) is entry for entry in ENTRIES)
     assert all(entry.unavailable_reason() is None for entry in ENTRIES)
     assert (WebuiTagger.default_threshold, WebuiTagger.default_score_floor) == (0.35, REAL_MODEL_SCORE_FLOOR)
+
+
+@pytest.mark.parametrize(("spec", "complaint"), [
+    ("webui:http://127.0.0.1:9", "expected URL#MODEL"),
+    ("webui:127.0.0.1:7860#wd14-vit-v2-git", "expected the webui server's http:// or https:// URL with a host"),
+    ("hydrus-dd:notaurl", "expected the hydrus-dd server's http:// or https:// URL with a host"),
+    ("hydrus-dd:http://:4443", "got 'http://:4443'"),
+    ("hydrus-dd:http://127.0.0.1:99999", "got 'http://127.0.0.1:99999'"),
+    ("hydrus-dd:ftp://127.0.0.1", "e.g. --tagger=hydrus-dd:http://127.0.0.1:4443"),
+])
+def test_server_specs_are_checked_when_parsed(spec: str, complaint: str) -> None:
+    with pytest.raises(registry.InvalidTaggerSpec, match=complaint):
+        registry.parse_specs(spec)
+
+
+@pytest.mark.parametrize("spec", ["webui:http://127.0.0.1:9", "hydrus-dd:notaurl"])
+def test_a_bad_server_spec_is_a_one_line_usage_error(pytester: pytest.Pytester, spec: str) -> None:
+    result = pytester.runpytest(f"--tagger={spec}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = [line for line in result.outlines + result.errlines if line.strip()]
+    assert len(output) == 1 and output[0].startswith(f"ERROR: --tagger={spec}: expected "), output
+    assert "Traceback" not in str(output)
 
 
 # --- end to end through the plugin ---------------------------------------------------------------------------------

@@ -457,3 +457,41 @@ def test_predictions_under_an_old_tag_name_follow_the_dataset_aliases(tmp_path: 
         assert without.evaluate(opened.dataset, 1).wrong_tags == ["animal_ear"]
     finally:
         opened.close()
+
+
+def test_a_bad_post_read_ahead_is_reported_by_its_own_evaluation_only(tmp_path: Path) -> None:
+    db_path = write_dataset(tmp_path / "ds", [(1, "g", "some_tag"), (2, "s", "some_tag"), (3, "q", "some_tag"),
+                                              (4, "e", "")], images=[1, 2, 3, 4])
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        connection.execute("UPDATE posts SET rating = 'x' WHERE id = 2")
+    connection.close()
+    tagger = FixedTagger({"some_tag": 0.9}, None)
+    run = TaggerRun(TaggerSettings(TaggerSpec("fixed"), 0.5, 0.0, "all"), tagger, batch_size=4, order=[1, 2, 3, 4])
+    try:
+        with Dataset(db_path) as dataset:
+            assert run.evaluate(dataset, 1).score == pytest.approx(0.5)  # read 2, 3 and 4 ahead
+            assert tagger.calls == 2  # posts 1 and 3: post 2 cannot be read, post 4 has nothing to score
+            with pytest.raises(PostSkipped, match=r"post 2 has an invalid rating: unknown Danbooru rating 'x'"):
+                run.evaluate(dataset, 2)
+            assert run.evaluate(dataset, 3).score == pytest.approx(0.5)
+            with pytest.raises(PostSkipped, match=r"post 4 has no tags besides its rating: a rating alone is not "):
+                run.evaluate(dataset, 4)
+            assert tagger.calls == 2
+    finally:
+        run.close()
+
+
+def test_an_empty_dataset_cannot_be_evaluated(tmp_path: Path) -> None:
+    db_path = write_dataset(tmp_path / "ds", [], images=[])
+    with pytest.raises(DatasetError, match=r"has no posts, so there is nothing to evaluate"):
+        open_evaluation("control", dataset_path=db_path)
+
+
+def test_an_evaluation_of_a_directory_reads_its_data_db(small_db: Path) -> None:
+    evaluation = open_evaluation("control", dataset_path=small_db.parent)
+    try:
+        assert evaluation.dataset_path == small_db
+        assert evaluation.identity["path"] == str(small_db) and evaluation.identity["posts"] == 3
+    finally:
+        evaluation.close()

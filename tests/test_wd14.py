@@ -15,9 +15,11 @@ from PIL import Image
 from tagger_eval.cli import main as cli_main
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.run.evaluation import DEFAULT_DATASET, TaggerRun, TaggerSettings
-from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, get_entry, select_tags
+from tagger_eval.taggers import Sample, TaggerOptions, TaggerSpec, get_entry, parse_specs, select_tags
+from tagger_eval.taggers.base import ModelOutputError
 from tagger_eval.taggers.hub import HubFiles, ModelFilesError
 from tagger_eval.taggers.onnx import ModelLoadError, select_providers
+from tagger_eval.taggers.registry import InvalidTaggerSpec
 from tagger_eval.taggers.wd14 import PUBLISHED_MODELS, WD14Tagger, prepare_image, read_selected_tags
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
@@ -184,6 +186,10 @@ def test_a_tag_file_that_does_not_match_the_model_is_refused(tmp_path: Path) -> 
         (lambda d: (d / "selected_tags.csv").write_text("id,tag\n1,x\n"), "expected the header"),
         (lambda d: (d / "selected_tags.csv").write_text("tag_id,name,category,count\n1,x,seven,1\n"), "malformed row"),
         (lambda d: (d / "selected_tags.csv").write_text("tag_id,name,category,count\n1,x,3,1\n"), "unknown category 3"),
+        (lambda d: (d / "selected_tags.csv").write_bytes("tag_id,name,category,count\n1,café,0,1\n".encode("latin-1")),
+         r"selected_tags\.csv: byte 32 \(line 2\) is 0xe9, not UTF-8: expected UTF-8"),
+        (lambda d: (d / "selected_tags.csv").write_text("tag_id,name,category,count\n1,x,0,1\n", encoding="utf-16"),
+         r"selected_tags\.csv: byte 0 \(line 1\) is 0xff, not UTF-8: expected UTF-8"),
     ],
 )
 def test_broken_model_directories_give_clear_errors(tmp_path: Path, damage, message: str) -> None:
@@ -191,6 +197,46 @@ def test_broken_model_directories_give_clear_errors(tmp_path: Path, damage, mess
     damage(directory)
     with pytest.raises(ModelLoadError, match=message):
         WD14Tagger.from_directory(directory, TaggerOptions())
+
+
+def test_a_tag_file_saved_with_a_utf8_bom_reads_as_without(wd14_v3_dir: Path, tmp_path: Path) -> None:
+    with_bom = tmp_path / "selected_tags.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + (wd14_v3_dir / "selected_tags.csv").read_bytes())
+    assert read_selected_tags(with_bom) == read_selected_tags(wd14_v3_dir / "selected_tags.csv")
+
+
+def test_an_input_that_is_not_float32_is_refused_at_load(tmp_path: Path) -> None:
+    directory = build_wd14_model(tmp_path / "uint8", dynamic_batch=True, input_type="uint8")
+    with pytest.raises(ModelLoadError, match=r"model\.onnx: expected a tensor\(float\) input .* found tensor\(uint8\)"):
+        WD14Tagger.from_directory(directory, TaggerOptions(execution_provider="cpu"))
+
+
+def test_a_model_that_outputs_logits_is_refused_naming_the_file(tmp_path: Path) -> None:
+    directory = build_wd14_model(tmp_path / "logits", dynamic_batch=True, sigmoid=False)
+    tagger = WD14Tagger.from_directory(directory, TaggerOptions(execution_provider="cpu"))
+    with pytest.raises(ModelOutputError, match=r"logits/model\.onnx outputs values from -\d+\.\d+ to \d+\.\d+, "
+                                               r"outside \[0, 1\]: logits or scores, not probabilities"):
+        tagger.predict(demo_samples(2))
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (None, r".*nowhere is not a directory; it must hold model\.onnx and selected_tags\.csv"),
+        ((), r"no model\.onnx and no selected_tags\.csv in .*model; it must hold model\.onnx and selected_tags"),
+        (("selected_tags.csv",), r"no model\.onnx in .*model; it must hold"),
+        (("model.onnx",), r"no selected_tags\.csv in .*model; it must hold"),
+    ],
+)
+def test_a_directory_without_the_model_files_is_a_spec_error(tmp_path: Path, wd14_v3_dir: Path, files,
+                                                              message: str) -> None:
+    directory = tmp_path / ("nowhere" if files is None else "model")
+    if files is not None:
+        directory.mkdir()
+        for name in files:
+            (directory / name).write_bytes((wd14_v3_dir / name).read_bytes())
+    with pytest.raises(InvalidTaggerSpec, match=rf"--tagger=wd14-onnx:.*: {message}"):
+        parse_specs(f"wd14-onnx:{directory}")
 
 
 def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
@@ -393,11 +439,20 @@ def test_an_unavailable_execution_provider_fails_the_tagger_with_the_reason(pyte
     result.stdout.fnmatch_lines(["*CUDAExecutionProvider is not available here*onnxruntime-gpu*"])
 
 
+def test_a_directory_without_a_model_is_one_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = pytester.runpytest(f"--tagger=wd14-onnx:{tmp_path / 'empty'}", "--benchmark-disable")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "Traceback" not in result.stderr.str() and "Traceback" not in result.stdout.str()
+    result.stderr.fnmatch_lines([f"*--tagger=wd14-onnx:{tmp_path / 'empty'}: no model.onnx and no selected_tags.csv "
+                                 f"in {tmp_path / 'empty'}; it must hold model.onnx and selected_tags.csv*"])
+
+
 def test_a_model_that_fails_to_load_is_named_in_the_summary(pytester: pytest.Pytester, tmp_path: Path) -> None:
     broken = build_wd14_model(tmp_path / "broken", dynamic_batch=True)
-    (broken / "model.onnx").write_bytes(b"truncated")
+    (broken / "model.onnx").write_bytes(b"truncated")  # both files are there: the spec passes, the load fails
     result = pytester.runpytest(f"--tagger=control,wd14-onnx:{broken}", "--benchmark-disable")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=96, errors=96)
-    result.stdout.fnmatch_lines([f"could not load: wd14-onnx:{broken} (96 tests errored): *ModelLoadError: *"
+    result.assert_outcomes(passed=96, failed=1, skipped=95)  # one error for the tagger, its other posts not run
+    result.stdout.fnmatch_lines([f"could not load: wd14-onnx:{broken} (96 tests not evaluated): *ModelLoadError: *"
                                  "is not a loadable ONNX model*"])

@@ -4,15 +4,19 @@ For each rating the newest `page_skip` pages (of Danbooru's 20 posts) are skippe
 fully tagged; then posts are taken newest first until `per_rating` usable ones are stored. Each post's image is
 written to a temporary file, checked against the post's md5 and renamed into place before its row is committed, in
 the same transaction as the rating's search cursor: interrupted at any point, the same command continues where it
-stopped, with no duplicate and nothing half-written.
+stopped, with no duplicate and nothing half-written. Every value of a post that reaches a path, a URL or the
+data.db is checked first: a broken or hostile mirror gets its post skipped, never a file written outside the
+dataset folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +24,14 @@ from typing import Any
 
 from tagger_eval import __version__
 from tagger_eval.checksums import file_digest
-from tagger_eval.data.danbooru import DANBOORU_PAGE_SIZE, MAX_LIMIT, MAX_NUMERIC_PAGE, DanbooruClient, DanbooruError
+from tagger_eval.data.danbooru import (
+    DANBOORU_PAGE_SIZE,
+    MAX_LIMIT,
+    MAX_NUMERIC_PAGE,
+    DanbooruClient,
+    DanbooruError,
+    origin,
+)
 from tagger_eval.data.dataset import TAG_COLUMNS, create_schema
 from tagger_eval.tags import RATING_LETTERS
 
@@ -28,10 +39,14 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 IMAGES_DIR = "images"
 PARTIAL_SUFFIX = ".part"
 GONE_STATUSES = (403, 404, 410)  # a file the server will not give: skip the post rather than stop
+MD5_PATTERN = re.compile(r"[0-9a-f]{32}")
+EXTENSION_PATTERN = re.compile(r"[a-z0-9]{1,8}")
+RELATION_FIELDS = {"antecedent_name": str, "consequent_name": str, "status": str}
 
 
 class DownloadError(Exception):
-    """The download cannot start or go on (a data.db built differently, an unreachable API)."""
+    """The download is refused (an --out that holds another dataset or is no data.db, different parameters): the
+    same command would be refused again, unlike a `DanbooruError` that is transient."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +67,10 @@ class DownloadPlan:
             raise ValueError("--page-skip cannot be negative")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"--limit must be between 1 and {MAX_LIMIT}")
-        unknown = [rating for rating in self.ratings if rating not in RATING_LETTERS]
-        if unknown or not self.ratings:
-            raise ValueError(f"--ratings: expected letters from {','.join(RATING_LETTERS)}, got {self.ratings}")
+        _check_items("--ratings", self.ratings, lambda rating: rating in RATING_LETTERS, "is not a rating",
+                     f"use letters from {','.join(RATING_LETTERS)}, e.g. --ratings g,s")
+        _check_items("--extensions", self.extensions, EXTENSION_PATTERN.fullmatch, "is not a file extension",
+                     "use up to 8 lower-case letters and digits each, e.g. --extensions png,jpg")
 
     def search(self, rating: str) -> str:
         return " ".join(part for part in (f"rating:{rating}", self.tags.strip()) if part)
@@ -65,6 +81,15 @@ class DownloadPlan:
                 "extensions": sorted(self.extensions)}
 
 
+def _check_items(option: str, items: Sequence[str], valid: Callable[[str], object], problem: str, fix: str) -> None:
+    """A usage error naming the option, its first bad item and how to fix it."""
+    if not items:
+        raise ValueError(f"{option}: nothing given; {fix}")
+    for item in items:
+        if not valid(item):
+            raise ValueError(f"{option}: {item!r} {problem}; {fix}")
+
+
 @dataclass
 class RatingReport:
     stored: int = 0  # posts of this rating in data.db at the end
@@ -73,35 +98,63 @@ class RatingReport:
     exhausted: bool = False  # the search ran out before per_rating posts were found
 
 
+def option_list(text: str) -> tuple[str, ...]:
+    """A comma-separated option value: lower-cased, stripped, without empty items or repeats."""
+    return tuple(dict.fromkeys(item for item in (part.strip().lower() for part in text.split(",")) if item))
+
+
+def post_id(post: object) -> int | None:
+    """The post's id when it is a positive integer (anything else cannot be a cursor or a row)."""
+    value = _integer(post.get("id")) if isinstance(post, dict) else None
+    return value if value is not None and value > 0 else None
+
+
 def unusable_reason(post: dict[str, Any], extensions: Sequence[str]) -> str | None:
-    """Why a listed post cannot go into the dataset, or None."""
+    """Why a listed post cannot go into the dataset, or None. The reasons name no value the server sent unless it
+    was checked first (they are printed and stored)."""
     if post.get("is_deleted"):
         return "deleted"
     if post.get("is_banned"):
         return "banned"
     if not post.get("file_url") or not post.get("md5"):
         return "no file_url"
-    if str(post.get("file_ext", "")).lower() not in extensions:
-        return f"file type {post.get('file_ext')}"
+    if not isinstance(post["md5"], str) or not MD5_PATTERN.fullmatch(post["md5"]):
+        return "invalid md5"  # it names the image file: 32 lower-case hex digits and nothing else
+    extension = post.get("file_ext")
+    if not isinstance(extension, str) or not EXTENSION_PATTERN.fullmatch(extension.lower()):
+        return "invalid file_ext"
+    if extension.lower() not in extensions:
+        return f"file type {extension.lower()}"
     if post.get("rating") not in RATING_LETTERS:
         return "unknown rating"
+    if not isinstance(post["file_url"], str) or origin(post["file_url"]) is None:
+        return "invalid file_url"  # not http(s), no host or a bad port: it could never be fetched
+    return _invalid_column(post)
+
+
+def _invalid_column(post: dict[str, Any]) -> str | None:
+    """A value bound for data.db with a type its column cannot hold."""
+    for column in TAG_COLUMNS:
+        if not isinstance(post.get(column) or "", str):
+            return f"invalid {column}"
+    for column, kind in (("image_width", int), ("image_height", int), ("created_at", str)):
+        value = post.get(column)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"invalid {column}"
     return None
 
 
 class DatasetDownloader:
     def __init__(self, db_path: Path, client: DanbooruClient, plan: DownloadPlan) -> None:
         self.db_path = Path(db_path)
-        self.images = self.db_path.parent / IMAGES_DIR
+        self.root = self.db_path.parent
+        self.images = self.root / IMAGES_DIR
         self.client = client
         self.plan = plan
 
     def run(self, progress: bool = True) -> dict[str, RatingReport]:
-        self.images.mkdir(parents=True, exist_ok=True)
-        for partial in self.images.glob(f"*{PARTIAL_SUFFIX}"):
-            partial.unlink()  # left by a run that was killed mid-download
-        db = sqlite3.connect(self.db_path)
+        db = self._open()
         try:
-            self._prepare(db)
             reports = {}
             for position, rating in enumerate(self.plan.ratings):
                 with _progress_bar(rating, self.plan.per_rating, position, progress) as bar:
@@ -112,6 +165,29 @@ class DatasetDownloader:
             return reports
         finally:
             db.close()
+
+    def _open(self) -> sqlite3.Connection:
+        """data.db, checked and ready, with its images folder inside the dataset folder; or a DownloadError."""
+        try:
+            self.images.mkdir(parents=True, exist_ok=True)
+            if not self.images.resolve().is_relative_to(self.root.resolve()):
+                raise DownloadError(f"{self.images} leads outside {self.root} (a symbolic link?); use a new --out")
+            for partial in self.images.glob(f"*{PARTIAL_SUFFIX}"):
+                partial.unlink()  # left by a run that was killed mid-download
+            db = sqlite3.connect(self.db_path)
+        except OSError as error:
+            raise DownloadError(f"cannot write the dataset at {self.db_path}: {error}; use another --out") from None
+        except sqlite3.Error as error:
+            raise DownloadError(f"cannot open {self.db_path} as a data.db: {error}; use another --out") from None
+        try:
+            self._prepare(db)
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise DownloadError(f"{self.db_path} is not a data.db ({error}); use another --out") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         create_schema(db)
@@ -139,9 +215,13 @@ class DatasetDownloader:
         for post in self._listing(db, rating):
             if report.stored >= self.plan.per_rating:
                 return report
+            if post_id(post) is None:  # no cursor to save: counted in this run's report only
+                report.skipped["malformed post"] += 1
+                continue
             if db.execute("SELECT 1 FROM posts WHERE id = ?", (post["id"],)).fetchone():
                 continue
-            reason = unusable_reason(post, self.plan.extensions) or self._fetch_image(post)
+            reason = (unusable_reason(post, self.plan.extensions) or self._echo_reason(post)
+                      or self._fetch_image(post))
             if reason is None:
                 self._store(db, post)
                 report.stored += 1
@@ -154,7 +234,7 @@ class DatasetDownloader:
         report.exhausted = report.stored < self.plan.per_rating
         return report
 
-    def _listing(self, db: sqlite3.Connection, rating: str) -> Iterator[dict[str, Any]]:
+    def _listing(self, db: sqlite3.Connection, rating: str) -> Iterator[Any]:
         """The rating's posts, newest first, from the saved cursor or after skipping the newest pages."""
         search, limit = self.plan.search(rating), self.plan.limit
         row = db.execute("SELECT cursor_id FROM download_progress WHERE rating = ?", (rating,)).fetchone()
@@ -164,11 +244,17 @@ class DatasetDownloader:
             batch = self._after_newest(search, self.plan.page_skip * DANBOORU_PAGE_SIZE)
         while batch:
             yield from batch
-            batch = self._newest_first(self.client.posts(search, limit, f"b{batch[-1]['id']}"))
+            batch = self._next_page(search, limit, batch)
+
+    def _next_page(self, search: str, limit: int, batch: list[Any]) -> list[Any]:
+        """The page after `batch`; none when `batch` held no valid id to go on from."""
+        cursor = post_id(batch[-1])
+        return [] if cursor is None else self._newest_first(self.client.posts(search, limit, f"b{cursor}"))
 
     @staticmethod
-    def _newest_first(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return sorted(batch, key=lambda post: post["id"], reverse=True)
+    def _newest_first(batch: list[Any]) -> list[Any]:
+        """Newest first, after any malformed entries (no valid id), so that the last entry is the cursor."""
+        return sorted(batch, key=lambda post: post_id(post) or math.inf, reverse=True)
 
     def _after_newest(self, search: str, skip: int) -> list[dict[str, Any]]:
         """The first page of posts after the newest `skip`: by page number when allowed, else by cursor hops.
@@ -183,8 +269,12 @@ class DatasetDownloader:
         remaining = skip
         while batch and remaining >= len(batch):
             remaining -= len(batch)
-            batch = self._newest_first(self.client.posts(search, MAX_LIMIT, f"b{batch[-1]['id']}"))
+            batch = self._next_page(search, MAX_LIMIT, batch)
         return batch[remaining:]
+
+    def _echo_reason(self, post: dict[str, Any]) -> str | None:
+        """A post that carries the credentials (a hostile mirror echoing them) must not reach data.db."""
+        return "echoes the credentials" if self.client.reveals_credentials(json.dumps(post)) else None
 
     def _image_path(self, post: dict[str, Any]) -> Path:
         return self.images / f"{post['md5']}.{str(post['file_ext']).lower()}"
@@ -194,8 +284,8 @@ class DatasetDownloader:
 
         A file the server says is gone is a skipped post; any other failure stops the run, to be resumed.
         """
-        final = self._image_path(post)
-        if final.is_file() and file_digest(final, "md5") == post["md5"]:
+        final = self._image_path(post)  # a link left there is replaced, never followed
+        if final.is_file() and not final.is_symlink() and file_digest(final, "md5") == post["md5"]:
             return None  # an earlier run stored it and was stopped before committing the row
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         try:
@@ -240,26 +330,30 @@ class DatasetDownloader:
         try:
             seen = {name for (name,) in db.execute("SELECT name FROM tags")}
             aliases = list(self.client.search_by_names("tag_aliases.json", "consequent_name", seen,
-                                                       {"search[status]": "active"}))
+                                                       {"search[status]": "active"}, RELATION_FIELDS))
             implications, frontier, asked = [], set(seen), set()
             while frontier:
                 asked |= frontier
                 found = list(self.client.search_by_names("tag_implications.json", "antecedent_name", frontier,
-                                                         {"search[status]": "active"}))
+                                                         {"search[status]": "active"}, RELATION_FIELDS))
                 implications += found
                 frontier = {record["consequent_name"] for record in found} - asked
-            tags = list(self.client.search_by_names("tags.json", "name", seen))
+            tags = list(self.client.search_by_names("tags.json", "name", seen, None, {"name": str, "category": int}))
             for table, records in (("tag_aliases", aliases), ("tag_implications", implications)):
                 db.executemany(
                     f"INSERT OR REPLACE INTO {table} (antecedent_name, consequent_name, status) VALUES (?, ?, ?)",
                     [(r["antecedent_name"], r["consequent_name"], r["status"]) for r in records])
             db.executemany("INSERT OR REPLACE INTO tags (name, category, post_count) VALUES (?, ?, ?)",
-                           [(r["name"], r["category"], r.get("post_count")) for r in tags])
+                           [(r["name"], r["category"], _integer(r.get("post_count"))) for r in tags])
             _set_metadata(db, {"tag_relations_at": _now()})
             db.commit()
             return {"tag_aliases": len(aliases), "tag_implications": len(implications), "tags": len(tags)}
         finally:
             db.close()
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _count(db: sqlite3.Connection, rating: str) -> int:

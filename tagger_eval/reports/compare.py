@@ -3,10 +3,12 @@
 A tagger regresses when, over the posts both runs scored, its mean score fell by more than the tolerance, or when
 more than `max_worse` of those posts got a lower score. Posts scored in only one run, and taggers of the baseline
 that this run did not select, are listed, never dropped silently; runs on different ground truth are not compared.
+A NaN or infinite score in either run fails the comparison: no mean or count can say it did not regress.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -14,6 +16,7 @@ from tagger_eval.config import GateConfig
 from tagger_eval.records import DatasetIdentity, ResultsDocument, scored_posts
 from tagger_eval.reports.results import ResultsError
 from tagger_eval.reports.text_table import format_table, number
+from tagger_eval.tags import printable
 
 LISTED_POSTS = 10  # posts named in a message; the rest are counted
 
@@ -46,8 +49,9 @@ def check_same_dataset(baseline: DatasetIdentity, new: DatasetIdentity) -> None:
     old_hash, new_hash = baseline["content_sha256"], new["content_sha256"]
     if old_hash != new_hash:
         raise ResultsError(
-            f"the baseline was made on another dataset ({baseline['path']}, {baseline['posts']} posts, content "
-            f"{old_hash[:12]}) than this run ({new['path']}, {new['posts']} posts, content {new_hash[:12]}): "
+            f"the baseline was made on another dataset ({printable(baseline['path'])}, {baseline['posts']} posts, "
+            f"content {printable(old_hash[:12])}) than this run ({printable(new['path'])}, {new['posts']} posts, "
+            f"content {printable(new_hash[:12])}): "
             "scores on different ground truth cannot be compared"
         )
 
@@ -71,8 +75,10 @@ def compare(baseline: ResultsDocument, new: ResultsDocument, gate: GateConfig | 
         shared = sorted(old.keys() & now.keys())
         row.only_baseline, row.only_new = sorted(old.keys() - now.keys()), sorted(now.keys() - old.keys())
         row.compared = len(shared)
+        row.problems += _non_finite(old, "the baseline") + _non_finite(now, "this run")
         if not shared:
             row.problems.append("no post scored in both runs")
+        if row.problems:
             continue
         row.baseline_mean = statistics.fmean(old[post] for post in shared)
         row.new_mean = statistics.fmean(now[post] for post in shared)
@@ -87,24 +93,35 @@ def compare(baseline: ResultsDocument, new: ResultsDocument, gate: GateConfig | 
     return rows
 
 
+def _non_finite(scores: dict[int, float], run: str) -> list[str]:
+    """A NaN or infinite score never passes the gate: the run that has one is broken, whatever the mean says."""
+    bad = [f"post {post} ({score})" for post, score in sorted(scores.items()) if not math.isfinite(score)]
+    return [f"non-finite scores in {run}, which cannot be compared: {_listed(bad)}"] if bad else []
+
+
+def _listed(items: list[str]) -> str:
+    """The first LISTED_POSTS items, then how many more."""
+    more = f" and {len(items) - LISTED_POSTS} more" if len(items) > LISTED_POSTS else ""
+    return ", ".join(items[:LISTED_POSTS]) + more
+
+
 def failure_messages(rows: list[TaggerComparison]) -> list[str]:
     """One paragraph per regressed tagger: what fell, by how much, and which posts got worse."""
     messages = []
     for row in rows:
         if not row.regressed:
             continue
-        lines = [f"{row.tagger} regressed: " + "; ".join(row.problems)]
+        lines = [f"{printable(row.tagger)} regressed: " + "; ".join(row.problems)]
         if row.worse:
-            listed = ", ".join(f"post {post} {old:.3f} -> {new:.3f}"
-                               for post, old, new in sorted(row.worse, key=lambda w: w[2] - w[1])[:LISTED_POSTS])
-            more = f" and {len(row.worse) - LISTED_POSTS} more" if len(row.worse) > LISTED_POSTS else ""
-            lines.append(f"  worse: {listed}{more}")
+            worst_first = sorted(row.worse, key=lambda w: w[2] - w[1])
+            lines.append("  worse: " + _listed([f"post {post} {old:.3f} -> {new:.3f}"
+                                                for post, old, new in worst_first]))
         messages.append("\n".join(lines))
     return messages
 
 
 def format_comparison(rows: list[TaggerComparison]) -> list[str]:
-    """The per-tagger deltas as a table, then the posts only one run scored."""
+    """The per-tagger deltas as a table, then the posts only one run scored; labels escaped (`printable`)."""
     header = ("tagger", "baseline", "new", "delta", "posts", "worse", "better", "verdict")
     cells = []
     for row in rows:
@@ -114,12 +131,12 @@ def format_comparison(rows: list[TaggerComparison]) -> list[str]:
             verdict = "not run"
         else:
             verdict = "new" if row.baseline_mean is None else "ok"
-        cells.append((row.tagger, number(row.baseline_mean, "{:.4f}"), number(row.new_mean, "{:.4f}"),
+        cells.append((printable(row.tagger), number(row.baseline_mean, "{:.4f}"), number(row.new_mean, "{:.4f}"),
                       number(row.delta, "{:+.4f}"), str(row.compared), str(len(row.worse)), str(row.better), verdict))
     lines = format_table(header, cells)
     for row in rows:
         for which, posts in (("only in the baseline", row.only_baseline), ("only in this run", row.only_new)):
             if posts:
                 shown = ", ".join(map(str, posts[:LISTED_POSTS])) + (" ..." if len(posts) > LISTED_POSTS else "")
-                lines.append(f"{row.tagger}: {len(posts)} posts scored {which}: {shown}")
+                lines.append(f"{printable(row.tagger)}: {len(posts)} posts scored {which}: {shown}")
     return lines

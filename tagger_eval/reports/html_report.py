@@ -2,7 +2,8 @@
 
 `write_report(document, out_dir)` writes the four charts of `charts.CHARTS` into `out_dir` and `index.html`: the
 run's context, the leaderboard, each tagger's identity and the charts, embedded as data: URIs. The same document
-always gives the same bytes.
+always gives the same bytes. An output path that is a file, or a write that fails, is a `ReportError` that leaves no
+temporary file behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from tagger_eval.records import ResultsDocument, TaggerResults, TaggerSummary, document_order
 from tagger_eval.reports.charts import CHARTS, render_charts
 from tagger_eval.reports.leaderboard import COLUMNS, table_cells
-from tagger_eval.reports.results import load
+from tagger_eval.reports.results import load, write_atomically
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -135,20 +136,32 @@ def render_html(document: ResultsDocument, images: Mapping[str, bytes]) -> str:
     return "\n".join(lines)
 
 
+class ReportError(Exception):
+    """The report cannot be written where asked: the output path is a file, or writing failed."""
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Before anything is rendered: the output must be a directory, or not exist yet."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"{out_dir} is a file, not a directory: give a directory for the charts and index.html "
+                          "(it is created if missing)")
+
+
 def write_report(document: ResultsDocument, out_dir: Path) -> list[Path]:
-    """Write the four charts and `index.html` into `out_dir` (created when missing); the paths, page last."""
+    """Write the four charts and `index.html` into `out_dir` (created when missing); the paths, page last.
+
+    Everything is rendered before the first file is written, so a document that cannot be drawn writes nothing;
+    each file is then written whole (`results.write_atomically`), and a failure leaves no temporary file."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
     images = render_charts(document)
-    written = []
-    for name, data in images.items():
-        path = out_dir / name
-        path.write_bytes(data)
-        written.append(path)
-    page = out_dir / "index.html"
-    page.write_text(render_html(document, images), encoding="utf-8")
-    written.append(page)
-    return written
+    files = {**images, "index.html": render_html(document, images).encode("utf-8")}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(out_dir, files, prefix=".tagger-eval-report-")
+    except OSError as error:
+        raise ReportError(f"cannot write the report to {out_dir}: {error}") from error
+    return [out_dir / name for name in files]
 
 
 def report_from_file(results_path: Path, out_dir: Path) -> list[Path]:

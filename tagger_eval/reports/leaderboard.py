@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from tagger_eval.records import PostResult, TaggerSummary, summarise
 from tagger_eval.reports.text_table import format_table as render_table
+from tagger_eval.tags import printable
 
 COLUMNS = (
     ("tagger", "tagger", "{}"),
@@ -43,8 +44,9 @@ def _cell(summary: TaggerSummary, attribute: str, template: str) -> str:
 
 
 def table_cells(summary: TaggerSummary) -> list[str]:
-    """One leaderboard row as text, in COLUMNS order (the terminal table and the HTML report share it)."""
-    return [_cell(summary, attribute, template) for _, attribute, template in COLUMNS]
+    """One leaderboard row as text, in COLUMNS order (the terminal table and the HTML report share it); a label's
+    control and bidi characters escaped."""
+    return [printable(_cell(summary, attribute, template)) for _, attribute, template in COLUMNS]
 
 
 def format_table(summaries: Iterable[TaggerSummary]) -> list[str]:
@@ -57,8 +59,8 @@ def summary_lines(
 ) -> list[str]:
     """The whole end-of-session report: context, the table, and the taggers `all` could not run."""
     implications = "; truth expanded with tag implications" if expand_implications else ""
-    lines = [f"dataset: {dataset}", f"tag scope: {scope}{implications}"]
+    lines = [f"dataset: {printable(dataset)}", f"tag scope: {scope}{implications}"]
     summaries = summarise(results)
     lines += format_table(summaries) if summaries else ["no post was evaluated"]
-    lines += [f"not run: {name}: {reason}" for name, reason in sorted(unavailable.items())]
+    lines += [f"not run: {printable(name)}: {printable(reason)}" for name, reason in sorted(unavailable.items())]
     return lines

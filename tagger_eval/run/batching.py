@@ -2,20 +2,27 @@
 images decoded in threads while the model works (Pillow releases the GIL while decoding).
 
 The tests still score one post each; the first test of a batch runs the model for the whole batch, the following
-ones take their output from it. Each post's runtime is the batch's time divided by its size.
+ones take their output from it. Each post's runtime is the batch's time divided by its size. Whatever goes wrong
+with one post (reading its row, its image) and the warnings decoding its image raised come out in that post's own
+test, never in the test that happened to read it ahead.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from PIL import Image
 
-from tagger_eval.data.dataset import Dataset, ImageUnavailable, Post
+from tagger_eval.config import DEFAULT_MAX_IMAGE_PIXELS
+from tagger_eval.data.dataset import Dataset, ImageTooLarge, Post
 from tagger_eval.taggers import Sample, Tagger
 
 T = TypeVar("T")
@@ -28,74 +35,144 @@ class InferenceRunner(Protocol):
     def __call__(self, infer: Callable[[], T]) -> T: ...
 
 
+@dataclass
+class _Slot:
+    """One upcoming post: read, decoded in a thread, then given its output; or the error that stopped it there."""
+
+    post: Post | None = None
+    image: Image.Image | None = None
+    output: Output | None = None
+    error: Exception | None = None
+    warnings: tuple[warnings.WarningMessage, ...] = ()
+
+
 class BatchPredictor:
-    def __init__(self, tagger: Tagger, batch_size: int, order: Sequence[int], workers: int | None = None) -> None:
+    def __init__(self, tagger: Tagger, batch_size: int, order: Sequence[int],
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None) -> None:
         self.tagger = tagger
         self.batch_size = batch_size
         self.order = list(order)
+        self.max_pixels = max_pixels
         self._position = {post_id: index for index, post_id in enumerate(self.order)}
         self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1),
                                         thread_name_prefix="tagger-eval-decode")
-        self._images: dict[int, tuple[Post, Future[Image.Image]]] = {}
-        self._outputs: dict[int, Output] = {}
+        self._pending: dict[int, Future[_Slot]] = {}  # read, decoding or decoded
+        self._ready: dict[int, _Slot] = {}  # through the model (or failed before it), waiting for the post's test
 
-    def output(
-        self,
-        dataset: Dataset,
-        post: Post,
-        prepare: Callable[[Post], Post],
-        run_inference: InferenceRunner,
-    ) -> Output:
-        """This post's output, running the model on a batch that starts with it when it has none yet.
+    def output(self, post_id: int, read: Callable[[int], Post], run_inference: InferenceRunner) -> tuple[Post, Output]:
+        """The post and its output, running the model on a batch that starts with it when it has none yet.
 
-        Raises `ImageUnavailable` for this post's image; other posts of the batch with unreadable images are left
-        out (their own test reports it).
+        `read(post_id)` gives a post ready to predict or raises; what it raises for this post, and any
+        `ImageUnavailable`, is raised here, after the warnings its decoding raised are shown here.
         """
-        if post.id not in self._outputs:
-            self._run_batch(dataset, post, prepare, run_inference)
-        return self._outputs.pop(post.id)
+        if post_id not in self._ready:
+            self._run_batch(post_id, read, run_inference)
+        slot = self._ready.pop(post_id)
+        reissue(slot.warnings)
+        if slot.error is not None:
+            raise slot.error
+        assert slot.post is not None and slot.output is not None
+        return slot.post, slot.output
 
     def _upcoming(self, post_id: int, count: int) -> list[int]:
         start = self._position.get(post_id)
-        return [post_id] if start is None else self.order[start : start + count]
+        upcoming = [post_id] if start is None else self.order[start : start + count]
+        return [other for other in upcoming if other == post_id or other not in self._ready]
 
-    def _decode(self, dataset: Dataset, post_ids: Sequence[int], prepare: Callable[[Post], Post]) -> None:
+    def _start(self, post_ids: Iterable[int], read: Callable[[int], Post]) -> None:
         for post_id in post_ids:
-            if post_id not in self._images:
-                post = prepare(dataset.get(post_id))
-                self._images[post_id] = (post, self._pool.submit(Dataset.load_image, post))
-
-    def _run_batch(self, dataset: Dataset, post: Post, prepare: Callable[[Post], Post],
-                   run_inference: InferenceRunner) -> None:
-        batch_ids = self._upcoming(post.id, self.batch_size)
-        if post.id not in self._images:  # the caller has already read and prepared this post
-            self._images[post.id] = (post, self._pool.submit(Dataset.load_image, post))
-        self._decode(dataset, batch_ids, prepare)
-        samples = []
-        for post_id in batch_ids:
-            batch_post, image = self._images.pop(post_id)
+            if post_id in self._pending or post_id in self._ready:
+                continue
             try:
-                samples.append(Sample(batch_post, image.result()))
-            except ImageUnavailable:
-                if post_id == post.id:
-                    raise
+                post = read(post_id)
+            except Exception as error:  # this post's problem: its own test raises it
+                failed: Future[_Slot] = Future()
+                failed.set_result(_Slot(error=error))
+                self._pending[post_id] = failed
+            else:
+                self._pending[post_id] = self._pool.submit(self._decode, post)
+
+    def _decode(self, post: Post) -> _Slot:
+        """In a decoding thread: the image or why not, with the warnings decoding raised kept for the post's test."""
+        with thread_warnings() as caught:
+            try:
+                slot = _Slot(post, image=Dataset.load_image(post, self.max_pixels))
+            except Exception as error:
+                slot = _Slot(post, error=error)
+        # A size refusal already says what Pillow's decompression bomb warning would.
+        refused = isinstance(slot.error, ImageTooLarge)
+        slot.warnings = tuple(message for message in caught
+                              if not (refused and issubclass(message.category, Image.DecompressionBombWarning)))
+        return slot
+
+    def _run_batch(self, post_id: int, read: Callable[[int], Post], run_inference: InferenceRunner) -> None:
+        batch_ids = self._upcoming(post_id, self.batch_size)
+        self._start(batch_ids, read)
+        slots = {batch_id: self._pending.pop(batch_id).result() for batch_id in batch_ids}
         # The next batch decodes while this one runs.
         following = self._position.get(batch_ids[-1])
         if following is not None:
-            self._decode(dataset, self.order[following + 1 : following + 1 + self.batch_size], prepare)
+            self._start(self.order[following + 1 : following + 1 + self.batch_size], read)
+        samples = [Sample(slot.post, slot.image) for slot in slots.values()
+                   if slot.post is not None and slot.image is not None]
 
         def infer() -> tuple[list[dict[str, float]], float]:
             start = time.perf_counter()
             outputs = self.tagger.predict(samples)
             return outputs, time.perf_counter() - start
 
-        outputs, elapsed = run_inference(infer)
-        if len(outputs) != len(samples):
-            raise RuntimeError(f"tagger {self.tagger.name} returned {len(outputs)} predictions for {len(samples)} "
-                               "images")
-        share = elapsed / len(samples)
-        for sample, output in zip(samples, outputs, strict=True):
-            self._outputs[sample.post.id] = (output, share)
+        if samples:
+            outputs, elapsed = run_inference(infer)
+            if len(outputs) != len(samples):
+                raise RuntimeError(f"tagger {self.tagger.name} returned {len(outputs)} predictions for "
+                                   f"{len(samples)} images")
+            for sample, output in zip(samples, outputs, strict=True):
+                slot = slots[sample.post.id]
+                slot.output, slot.image = (output, elapsed / len(samples)), None
+        self._ready.update(slots)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_capture = threading.local()
+_router_lock = threading.Lock()
+
+
+class _WarningRouter:
+    """Stands in for `warnings._showwarnmsg`, through which every warning the filters let pass is shown: a thread
+    inside `thread_warnings` keeps its own, the others' are shown as before."""
+
+    def __init__(self, show: Callable[[warnings.WarningMessage], None]) -> None:
+        self.show = show
+
+    def __call__(self, message: warnings.WarningMessage) -> None:
+        captured: list[warnings.WarningMessage] | None = getattr(_capture, "warnings", None)
+        if captured is None:
+            self.show(message)
+        else:
+            captured.append(message)
+
+
+@contextmanager
+def thread_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """The warnings this thread raises in the block, kept instead of shown. `warnings.catch_warnings` swaps
+    process-wide state, so in a decoding thread it would take (or lose) the warnings pytest records for the test
+    running meanwhile; this leaves every other thread's warnings where they were going."""
+    with _router_lock:
+        if not isinstance(warnings._showwarnmsg, _WarningRouter):  # type: ignore[attr-defined]
+            warnings._showwarnmsg = _WarningRouter(warnings._showwarnmsg)  # type: ignore[attr-defined]
+    outer = getattr(_capture, "warnings", None)
+    captured: list[warnings.WarningMessage] = []
+    _capture.warnings = captured
+    try:
+        yield captured
+    finally:
+        _capture.warnings = outer
+
+
+def reissue(caught: Iterable[warnings.WarningMessage]) -> None:
+    """Show warnings kept by `thread_warnings` here (in the test of the post they concern), under today's filters."""
+    for message in caught:
+        warnings.warn_explicit(message.message, message.category, message.filename, message.lineno,
+                               source=message.source)

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from tagger_eval.config import MetricsMode, RunConfig, TaggerSpec
-from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, Post
+from tagger_eval.config import DEFAULT_MAX_IMAGE_PIXELS, MetricsMode, RunConfig, TaggerSpec
+from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, InvalidPost, Post
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
-from tagger_eval.records import PostResult, PostStatus
+from tagger_eval.records import DatasetIdentity, PostResult, PostStatus
+from tagger_eval.reports.results import dataset_identity
 from tagger_eval.run.batching import BatchPredictor, InferenceRunner
 from tagger_eval.scoring.post_score import PostScore, score_post
 from tagger_eval.scoring.scope import TagScope, scoped_tags
@@ -27,7 +29,8 @@ T = TypeVar("T")
 
 
 class PostSkipped(Exception):
-    """The post cannot be scored for this tagger (no image, no truth tags in scope); the reason is the message."""
+    """The post cannot be scored for this tagger (no usable image or row, no truth tags besides its rating in
+    scope); the reason is the message."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,31 @@ class TruthOptions:
     categories: Mapping[str, int] = field(default_factory=dict)  # categories of tags implications add
     shared_vocabulary: frozenset[str] | None = None  # `--tag-scope=shared`
 
+
+@dataclass
+class LoadFailure:
+    """A tagger that could not be loaded, in place of its `TaggerRun`: its first test fails with the error (one
+    line), the others are skipped pointing there."""
+
+    label: str
+    error: str
+    reported: bool = False
+
+    @classmethod
+    def of(cls, label: str, error: Exception) -> LoadFailure:
+        lines = (line.strip() for line in str(error).splitlines())
+        return cls(label, f"{type(error).__name__}: {' / '.join(line for line in lines if line)}")
+
+
 class TaggerRun:
     """A loaded tagger with its settings; scores posts one at a time."""
 
     def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None,
                  truth_options: TruthOptions | None = None, batch_size: int = 1,
-                 order: Sequence[int] = ()) -> None:
+                 order: Sequence[int] = (), max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.settings = settings
         self.tagger = tagger
-        self.batches = BatchPredictor(tagger, batch_size, order)
+        self.batches = BatchPredictor(tagger, batch_size, order, max_image_pixels)
         self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
         self.truth_options = truth_options or TruthOptions()
@@ -75,15 +94,13 @@ class TaggerRun:
         run_inference: InferenceRunner = lambda infer: infer(),
     ) -> PostResult:
         """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
-        post = self._prepared(dataset.get(post_id))
-        post_tags = post.tags
-        truth = scoped_tags(post_tags, post_tags, self.settings.scope, self.scope_vocabulary)
-        if not truth:
-            raise PostSkipped(f"post {post_id} has no truth tags in tag scope {self.settings.scope!r}")
         try:
-            output, runtime = self.batches.output(dataset, post, self._prepared, run_inference)
-        except ImageUnavailable as error:
+            post, (output, runtime) = self.batches.output(post_id, lambda upcoming: self._read(dataset, upcoming),
+                                                          run_inference)
+        except (ImageUnavailable, InvalidPost) as error:
             raise PostSkipped(str(error)) from error
+        post_tags = post.tags
+        truth = self._truth(post)
         probabilities = normalise_prediction(output, self.tag_aliases)
         selected = select_tags(probabilities, self.settings.threshold, self.settings.character_threshold,
                                self.vocabulary)
@@ -101,6 +118,22 @@ class TaggerRun:
             wrong_tags=sorted(predicted - truth),
             **self._kept_probabilities(probabilities, truth, categories),
         )
+
+    def _read(self, dataset: Dataset, post_id: int) -> Post:
+        """The post as it is predicted and scored; a post with nothing to score is skipped before its image is read."""
+        post = self._prepared(dataset.get(post_id))
+        self._truth(post)
+        return post
+
+    def _truth(self, post: Post) -> set[str]:
+        """The post's truth in scope. A rating alone is not a tag list: a post needs a truth tag besides it."""
+        truth = scoped_tags(post.tags, post.tags, self.settings.scope, self.scope_vocabulary)
+        if not any(not is_rating(tag) for tag in post.tags):
+            raise PostSkipped(f"post {post.id} has no tags besides its rating: a rating alone is not scored")
+        if not any(not is_rating(tag) for tag in truth):
+            raise PostSkipped(f"post {post.id} has no truth tags in tag scope '{self.settings.scope}' besides its "
+                              "rating: a rating alone is not scored")
+        return truth
 
     def _prepared(self, post: Post) -> Post:
         """The post with everything its tags imply when the run expands implications (the control tagger then
@@ -167,17 +200,33 @@ class Evaluation:
         # Per tagger label, the post ids in the order their tests will run (set after collection): batches are
         # made of the posts that come next.
         self.orders: dict[str, list[int]] = {}
-        self.dataset_path = config.dataset or DEFAULT_DATASET
-        if config.dataset is None and not self.dataset_path.exists():
+        if config.dataset is None and not DEFAULT_DATASET.exists():
             raise DatasetError(
-                f"the bundled demo dataset is missing ({self.dataset_path}); create it with "
+                f"the bundled demo dataset is missing ({DEFAULT_DATASET}); create it with "
                 "`tagger-eval make-demo` or pass --dataset=PATH/data.db"
             )
-        self.dataset = Dataset(self.dataset_path)
-        self.tag_aliases = self.dataset.tag_aliases()
-        self._truth_options = TruthOptions(
-            self.dataset.tag_implications() if config.expand_implications else {}, self.dataset.tag_categories())
+        self.dataset = Dataset(config.dataset or DEFAULT_DATASET)
+        self.dataset_path = self.dataset.path  # `--dataset=DIR` reads DIR/data.db
+        try:
+            self._check_not_empty()
+            self.tag_aliases = self.dataset.tag_aliases()
+            self._truth_options = TruthOptions(
+                self.dataset.tag_implications() if config.expand_implications else {}, self.dataset.tag_categories())
+        except DatasetError:
+            self.dataset.close()
+            raise
         self._shared_read = False
+
+    def _check_not_empty(self) -> None:
+        """A run that could evaluate nothing is refused before it starts, rather than passing with no result."""
+        if len(self.dataset) == 0:
+            raise DatasetError(f"{self.dataset_path} has no posts, so there is nothing to evaluate (an interrupted "
+                               "or failed download? run the same `tagger-eval download` command again to fill it)")
+
+    @cached_property
+    def identity(self) -> DatasetIdentity:
+        """The dataset as the results describe it, read once (at the start of the run, by the plugin)."""
+        return dataset_identity(self.dataset)
 
     @property
     def specs(self) -> tuple[TaggerSpec, ...]:
@@ -218,7 +267,7 @@ class Evaluation:
     def load(self, spec: TaggerSpec) -> TaggerRun:
         tagger = create(spec, self.config.tagger_options)
         return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
-                         self.config.batch_size, self.orders.get(spec.label, ()))
+                         self.config.batch_size, self.orders.get(spec.label, ()), self.config.max_image_pixels)
 
     def close(self) -> None:
         self.dataset.close()

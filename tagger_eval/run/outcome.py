@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagger_eval.config import AUTOSAVE_DIR, MetricsMode
-from tagger_eval.records import PostResult, ResultsDocument
+from tagger_eval.records import PostResult, PostStatus, ResultsDocument
 from tagger_eval.reports.compare import compare, failure_messages, format_comparison
-from tagger_eval.reports.results import autosave_path, build_document, dataset_identity, save
+from tagger_eval.reports.results import autosave_path, build_document, save
 from tagger_eval.run.evaluation import Evaluation
 
 
@@ -30,15 +30,23 @@ class CollectedRun:
 class RunOutcome:
     document: ResultsDocument
     lines: list[str] = field(default_factory=list)  # for the terminal, after the leaderboard
-    regressed: bool = False
+    failures: list[str] = field(default_factory=list)  # those of `lines` that fail the run
+
+    @property
+    def failed(self) -> bool:
+        """A regression against the baseline, or a run that scored no post at all."""
+        return bool(self.failures)
+
+    def fail(self, *lines: str) -> None:
+        self.lines += lines
+        self.failures += lines
 
 
 def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: ResultsDocument | None,
                rootdir: Path | None = None) -> RunOutcome:
     """Build the results document; then, as the run's config asks, add metrics, save it, gate and report."""
     config = evaluation.config
-    document = build_document(collected.results, collected.identities, dataset_identity(evaluation.dataset),
-                              config.scope, rootdir)
+    document = build_document(collected.results, collected.identities, evaluation.identity, config.scope, rootdir)
     settings = document["settings"]
     settings["expand_implications"] = config.expand_implications
     settings["metrics"] = config.metrics.value
@@ -46,7 +54,8 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
         settings["soft_score_matching"] = config.soft_score_matching.value
         settings["soft_score_similarity"] = config.soft_score_similarity.value
     outcome = RunOutcome(document)
-    if config.metrics == MetricsMode.FULL:
+    scored = any(result.status == PostStatus.SCORED for result in collected.results)
+    if config.metrics == MetricsMode.FULL and scored:
         outcome.lines += _add_metrics(evaluation, collected, document)
     output = config.output
     results_path = output.results_path
@@ -60,13 +69,18 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
         outcome.lines += ["", "compared with the baseline (mean scores over the posts both runs scored):",
                           *format_comparison(rows)]
         messages = failure_messages(rows)
-        outcome.regressed = bool(messages)
-        outcome.lines += ["", *messages] if messages else ["no regression against the baseline"]
+        if messages:
+            outcome.lines.append("")
+            outcome.fail(*messages)
+        else:
+            outcome.lines.append("no regression against the baseline")
     if output.report_dir is not None:
         from tagger_eval.reports.html_report import write_report
 
         written = write_report(document, output.report_dir)
         outcome.lines.append(f"report written to {output.report_dir} ({len(written)} files)")
+    if not scored:
+        outcome.fail("no post was scored: each one was skipped or errored (`pytest -rs` says why), so the run fails")
     return outcome
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,13 @@ from tagger_eval.data.dataset import DatasetError
 from tagger_eval.records import PostResult, ResultsDocument
 from tagger_eval.reports.compare import check_same_dataset
 from tagger_eval.reports.leaderboard import summary_lines
-from tagger_eval.reports.results import ResultsError, dataset_identity
+from tagger_eval.reports.results import ResultsError
 from tagger_eval.reports.results import load as load_results
 from tagger_eval.run import post_tests
-from tagger_eval.run.evaluation import Evaluation, TaggerRun
+from tagger_eval.run.evaluation import Evaluation, LoadFailure, TaggerRun
 from tagger_eval.run.outcome import CollectedRun, RunOutcome, finish_run
 from tagger_eval.run.post_tests import Property
+from tagger_eval.tags import printable
 
 EVALUATION_KEY = pytest.StashKey[Evaluation]()
 
@@ -41,7 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(evaluation.close)
     config.addinivalue_line("markers", "xdist_group(name): tests of one tagger stay on one pytest-xdist worker")
     try:
+        # The controller reads the dataset's identity now: the results describe the dataset the run started on.
         baseline = None if hasattr(config, "workerinput") else _load_baseline(evaluation)
+    except DatasetError as error:
+        raise pytest.UsageError(str(error)) from error
     except ResultsError as error:
         raise pytest.UsageError(f"--tagger-baseline: {error}") from error
     config.pluginmanager.register(ResultCollector(evaluation, baseline), "tagger-eval-results")
@@ -83,16 +87,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     evaluation.orders = orders
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """A tagger that fails to load errors its tests in setup: name it on the report, for the summary."""
-    report = yield
-    spec = _tagger_spec(item)
-    if call.when == "setup" and report.failed and spec is not None and call.excinfo is not None:
-        report.user_properties.append((Property.LOAD_ERROR, [spec.label, call.excinfo.exconly()]))
-    return report
-
-
 @pytest.fixture(scope="session")
 def tagger_evaluation(pytestconfig: pytest.Config) -> Evaluation:
     try:
@@ -102,19 +96,25 @@ def tagger_evaluation(pytestconfig: pytest.Config) -> Evaluation:
 
 
 @pytest.fixture(scope="session")
-def tagger_run(request: pytest.FixtureRequest, tagger_evaluation: Evaluation) -> Iterator[TaggerRun]:
-    """The tagger under evaluation, loaded once and released when its tests are done."""
-    run = tagger_evaluation.load(request.param)
+def tagger_run(request: pytest.FixtureRequest, tagger_evaluation: Evaluation) -> Iterator[TaggerRun | LoadFailure]:
+    """The tagger under evaluation, loaded once and released when its tests are done. One that cannot be loaded is
+    a `LoadFailure`: one error in its first test, not a traceback in every one (a failing fixture's)."""
+    try:
+        run = tagger_evaluation.load(request.param)
+    except Exception as error:
+        yield LoadFailure.of(request.param.label, error)
+        return
     yield run
     run.close()
 
 
 def _load_baseline(evaluation: Evaluation) -> ResultsDocument | None:
+    identity = evaluation.identity
     path = evaluation.config.output.baseline
     if path is None:
         return None
     baseline = load_results(path)
-    check_same_dataset(baseline["dataset"], dataset_identity(evaluation.dataset))
+    check_same_dataset(baseline["dataset"], identity)
     return baseline
 
 
@@ -137,7 +137,7 @@ class ResultCollector:
                 collected.identities.update(value)
             elif name == Property.TAG_COUNTS and report.when == "call":
                 collected.tag_counts.update(value)
-            elif name == Property.LOAD_ERROR:
+            elif name == Property.LOAD_ERROR and report.when == "call":
                 collected.load_error(*value)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -145,7 +145,7 @@ class ResultCollector:
         if hasattr(config, "workerinput") or not self.collected.results:
             return
         self.outcome = finish_run(self.evaluation, self.collected, self.baseline, rootdir=config.rootpath)
-        if self.outcome.regressed and session.exitstatus == pytest.ExitCode.OK:
+        if self.outcome.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(trylast=True)  # after pytest-benchmark's per-post table, so the leaderboard ends the output
@@ -158,8 +158,9 @@ class ResultCollector:
                                   run_config.unavailable, run_config.expand_implications):
             terminalreporter.write_line(line)
         for label, (count, reason) in sorted(self.collected.load_errors.items()):
-            terminalreporter.write_line(f"could not load: {label} ({count} tests errored): {reason}", red=True)
+            terminalreporter.write_line(f"could not load: {printable(label)} ({count} tests not evaluated): "
+                                        f"{printable(reason)}", red=True)
         if self.outcome and self.outcome.lines:
             terminalreporter.write_line("")
             for line in self.outcome.lines:
-                terminalreporter.write_line(line, red=self.outcome.regressed and "regressed" in line)
+                terminalreporter.write_line(line, red=line in self.outcome.failures)

@@ -7,12 +7,14 @@ with the test reports); `run/plugin.py` collects them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from tagger_eval.data.dataset import DatasetLocked
 from tagger_eval.records import PostStatus
-from tagger_eval.run.evaluation import Evaluation, PostSkipped, TaggerRun
+from tagger_eval.run.evaluation import Evaluation, LoadFailure, PostSkipped, TaggerRun
+from tagger_eval.tags import printable
 
 T = TypeVar("T")
 
@@ -23,13 +25,16 @@ class Property:
     RESULT = "tagger_eval"  # one `PostResult.to_dict()` per test
     IDENTITY = "tagger_eval_identity"  # {label: the tagger's identity}, once per loaded tagger
     TAG_COUNTS = "tagger_eval_tag_counts"  # {label: the model's tag counts}, once, when the run keeps metrics
-    LOAD_ERROR = "tagger_eval_load_error"  # (label, error) of a tagger that failed to load, on setup reports
+    LOAD_ERROR = "tagger_eval_load_error"  # (label, error) of a tagger that failed to load, once per test
 
 
 def test_post_score(
-    tagger_evaluation: Evaluation, tagger_run: TaggerRun, post_id: int,
+    tagger_evaluation: Evaluation, tagger_run: TaggerRun | LoadFailure, post_id: int,
     record_property: Callable[[str, Any], None], request: pytest.FixtureRequest,
 ) -> None:
+    if isinstance(tagger_run, LoadFailure):
+        _report_load_failure(tagger_run, record_property)
+
     def benchmarked(infer: Callable[[], T]) -> T:
         # Requested only by the test that runs the model: with batches, the tests served from a batch have no
         # model call of their own to time.
@@ -47,7 +52,12 @@ def test_post_score(
         result = tagger_run.evaluate(tagger_evaluation.dataset, post_id, run_inference=benchmarked)
     except PostSkipped as skip:
         record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.SKIPPED, str(skip)).to_dict())
-        pytest.skip(str(skip))
+        pytest.skip(printable(str(skip)))
+    except DatasetLocked as error:
+        # Every post after this one would wait for the same lock: the run stops here, with the results so far.
+        record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, str(error)).to_dict())
+        request.session.shouldstop = printable(str(error))
+        pytest.fail(printable(str(error)), pytrace=False)
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, reason).to_dict())
@@ -55,3 +65,14 @@ def test_post_score(
     record_property(Property.RESULT, result.to_dict())
     if not result.passed:
         pytest.fail(result.failure_message(), pytrace=False)
+
+
+def _report_load_failure(failure: LoadFailure, record_property: Callable[[str, Any], None]) -> NoReturn:
+    """One line in the first test of a tagger that did not load; its other tests are skipped, pointing there. Each
+    reports the failure, so the summary counts them."""
+    record_property(Property.LOAD_ERROR, [failure.label, failure.error])
+    label = printable(failure.label)
+    if failure.reported:
+        pytest.skip(f"tagger {label} did not load (see the first error)")
+    failure.reported = True
+    pytest.fail(f"tagger {label} could not be loaded: {printable(failure.error)}", pytrace=False)

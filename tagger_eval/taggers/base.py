@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 from PIL import Image
 
 from tagger_eval.data.dataset import Post
@@ -16,6 +18,12 @@ from tagger_eval.tags import CHARACTER, is_rating, normalise_tag
 # Default per-post floor of real models: a post fails when the tagger got more tags wrong than the post has
 # (score < -1). A real evaluation sets its own floors from a baseline; this one only catches a broken pipeline.
 REAL_MODEL_SCORE_FLOOR = -1.0
+# How far outside [0, 1] a model's output may stray and still count as a probability (float rounding, fp16).
+PROBABILITY_TOLERANCE = 1e-5
+
+
+class ModelOutputError(ValueError):
+    """A model whose outputs are not probabilities (logits, scores): no threshold can apply to them."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,35 @@ class Tagger(ABC):
 
     def close(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the model (called once, when the session no longer needs this tagger)."""
+
+
+def read_text_file(path: Path, error: Callable[[str], Exception]) -> str:
+    """A model's text file (tag list, settings) as UTF-8, a BOM allowed; raises `error` naming the file and, for
+    another encoding (Latin-1, UTF-16), the first byte that is not UTF-8, so the user knows what to re-save."""
+    try:
+        data = path.read_bytes()
+    except OSError as problem:
+        raise error(f"cannot read {path}: {problem.strerror or problem}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as problem:
+        line = data.count(b"\n", 0, problem.start) + 1
+        raise error(f"{path}: byte {problem.start} (line {line}) is 0x{data[problem.start]:02x}, not UTF-8: "
+                    "expected UTF-8 text; re-save the file as UTF-8") from None
+
+
+def check_probabilities(values: np.ndarray, model: Path | str) -> np.ndarray:
+    """The model's raw output, refused when any value lies outside [0, 1]: a model that gives logits or scores
+    would be thresholded as if they were probabilities, and scored silently wrong. NaN is left to
+    `normalise_prediction`, which names the tag."""
+    if values.size:
+        low, high = float(np.fmin.reduce(values, axis=None)), float(np.fmax.reduce(values, axis=None))
+        if low < -PROBABILITY_TOLERANCE or high > 1 + PROBABILITY_TOLERANCE:
+            raise ModelOutputError(
+                f"{model} outputs values from {low:.4g} to {high:.4g}, outside [0, 1]: logits or scores, not "
+                "probabilities, so no threshold applies; use an export whose output ends in a sigmoid"
+            )
+    return values
 
 
 def normalise_prediction(

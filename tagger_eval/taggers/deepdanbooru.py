@@ -4,12 +4,7 @@ A project directory holds the model (`model-<type>.h5`, newer ones `.keras`), `t
 order of the outputs), usually `project.json` (`model`, `image_width`, `image_height`) and sometimes
 `tags-character.txt` / `tags-general.txt`.
 
-Preprocessing is DeepDanbooru's `load_image_for_evaluate`: the image decoded as 3-channel RGB (an alpha channel is
-dropped, not composited; a palette image gives its RGB colours; 16-bit samples keep their high byte, as libpng's
-8-bit decoding does), resized with TensorFlow's AREA method to fit inside the model's input while keeping the
-aspect ratio (smaller images are scaled up), centred on the input by a bilinear translation whose padding repeats
-the edge pixels (`skimage.transform.warp(..., order=1, mode="edge")`, done here with numpy), divided by 255.
-EXIF orientation is ignored, as DeepDanbooru's decoders ignore it.
+Preprocessing is DeepDanbooru's `load_image_for_evaluate`, in `tagger_eval.taggers.deepdanbooru_image`.
 
 TensorFlow and tf-keras are imported only when a model is loaded: importing this module stays cheap, because the
 plugin imports every backend's registry entries on each pytest run.
@@ -32,8 +27,9 @@ from PIL import Image
 
 from tagger_eval.checksums import file_digest
 from tagger_eval.config import ExecutionProvider, TaggerOptions
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
-from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, check_probabilities, read_text_file
+from tagger_eval.taggers.deepdanbooru_image import prepare_image
+from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.taggers.release import cache_dir, fetch_release_zip
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag
 
@@ -116,75 +112,14 @@ def _configure_tensorflow(tf: Any, options: TaggerOptions) -> None:
                           "DeepDanbooru", RuntimeWarning, stacklevel=3)
 
 
-# --- preprocessing -----------------------------------------------------------------------------------------------
-
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-
-
-def rgb_array(image: Image.Image) -> np.ndarray:
-    """The image as uint8 HxWx3 RGB, as `tf.io.decode_png(..., channels=3)` decodes it.
-
-    Alpha is dropped, not composited (Pillow's RGBA -> RGB conversion does exactly that); a palette image gives
-    its colours; 16-bit grey keeps the high byte (Pillow would clip it to 255 instead).
-    """
-    if image.mode in _SIXTEEN_BIT_MODES:
-        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _edge_interpolation(length: int, source_length: int, offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index along one axis: the two source indices and the weight of the second.
-
-    The source coordinate is `index - offset`, clamped into the image ("edge" padding), and interpolated linearly
-    between its floor and floor + 1.
-    """
-    coordinate = np.arange(length, dtype=np.float64) - offset
-    low = np.floor(coordinate)
-    weight = coordinate - low
-    low_index = np.clip(low, 0, source_length - 1).astype(np.intp)
-    high_index = np.clip(low + 1, 0, source_length - 1).astype(np.intp)
-    return low_index, high_index, weight
-
-
-def centre_with_edge_padding(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Translate an HxWxC float image by ((width - w) / 2, (height - h) / 2) onto a height x width canvas.
-
-    Bilinear interpolation with edge-clamped coordinates (a half-pixel offset blends two neighbours; the padding
-    repeats the edge pixels): what `skimage.transform.warp(image, translation.inverse, output_shape=(height,
-    width), order=1, mode="edge")` computes, done as two separable 1-D interpolations.
-    """
-    source_height, source_width = image.shape[:2]
-    data = image.astype(np.float64, copy=False)
-    low, high, weight = _edge_interpolation(height, source_height, (height - source_height) / 2)
-    data = data[low] * (1 - weight)[:, None, None] + data[high] * weight[:, None, None]
-    low, high, weight = _edge_interpolation(width, source_width, (width - source_width) / 2)
-    data = data[:, low] * (1 - weight)[None, :, None] + data[:, high] * weight[None, :, None]
-    return data.astype(np.float32)
-
-
-def prepare_image(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """One image as the model's HxWx3 float32 input, values 0-1 (DeepDanbooru's `load_image_for_evaluate`)."""
-    tf, _ = _import_keras()
-    resized = tf.image.resize(
-        rgb_array(image), size=(height, width), method=tf.image.ResizeMethod.AREA, preserve_aspect_ratio=True
-    ).numpy()
-    return centre_with_edge_padding(resized, height, width) / np.float32(255.0)
-
-
 # --- the project directory ---------------------------------------------------------------------------------------
 
 
 def read_tag_file(path: Path) -> list[str]:
     """Non-empty stripped lines, in order (DeepDanbooru's own reader)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DeepDanbooruError(f"tag file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DeepDanbooruError(f"cannot read the tag file {path}: {error}") from error
+    if not path.is_file():
+        raise DeepDanbooruError(f"tag file not found: {path}")
+    text = read_text_file(path, DeepDanbooruError)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -193,9 +128,9 @@ def read_project_json(project_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        context = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DeepDanbooruError(f"cannot read {path}: {error}") from error
+        context = json.loads(read_text_file(path, DeepDanbooruError))
+    except json.JSONDecodeError as error:
+        raise DeepDanbooruError(f"{path} is not JSON: {error}") from error
     if not isinstance(context, dict):
         raise DeepDanbooruError(f"{path} is not a JSON object")
     return context
@@ -275,12 +210,18 @@ class DeepDanbooruTagger(Tagger):
             )
 
     def _input_size(self, context: Mapping[str, Any]) -> tuple[int, int]:
+        """The input's height and width, once it is known to take float RGB batches (Keras would cast our 0-1
+        floats to an integer input's type without a word, and the model would see black images)."""
         shape = self._model.input_shape
         if not (isinstance(shape, tuple) and len(shape) == 4):
             raise DeepDanbooruError(f"{self.model_path} takes input {shape}; expected one (batch, H, W, 3) input")
         _, height, width, channels = shape
         if channels != 3:
             raise DeepDanbooruError(f"{self.model_path} takes {channels} channels; DeepDanbooru models take RGB")
+        dtype = self._model.inputs[0].dtype
+        if not dtype.is_floating:
+            raise DeepDanbooruError(f"{self.model_path} takes {dtype.name} input; DeepDanbooru models take float32 "
+                                    "RGB 0-1")
         declared = context.get("image_height"), context.get("image_width")
         if height is None or width is None:  # a fully convolutional model: the project says the size
             height, width = height or declared[0], width or declared[1]
@@ -315,7 +256,8 @@ class DeepDanbooruTagger(Tagger):
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         if not samples:
             return []
-        probabilities = self.run(self.preprocess([sample.image for sample in samples]))
+        probabilities = check_probabilities(self.run(self.preprocess([sample.image for sample in samples])),
+                                            self.model_path)
         results = []
         for row in probabilities.tolist():
             result: dict[str, float] = {}
@@ -339,8 +281,8 @@ def v3_dir() -> Path:
     return cache_dir() / f"deepdanbooru-{V3_RELEASE}"
 
 
-def _v3_project() -> Path | None:
-    project = locate_project(v3_dir())
+def _v3_project(directory: Path | None = None) -> Path | None:
+    project = locate_project(directory or v3_dir())
     if not (project / TAGS_FILE).is_file():
         return None
     try:
@@ -357,14 +299,11 @@ def v3_unavailable_reason() -> str | None:
 
 
 def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path:
-    """Download and extract the v3 release into `v3_dir()` (replacing any earlier copy only on success)."""
+    """Download the v3 release into `v3_dir()`: an earlier copy is replaced only once the new one holds a project."""
     fetch_release_zip(url, v3_dir(), max_bytes=V3_MAX_BYTES, max_extracted_bytes=V3_MAX_EXTRACTED_BYTES,
-                      session=session)
-    project = _v3_project()
-    if project is None:
-        raise DeepDanbooruError(f"{url} did not contain a DeepDanbooru project ({TAGS_FILE} and a model file); "
-                                f"look in {v3_dir()}")
-    return project
+                      session=session, verify=lambda staged: None if _v3_project(staged) else
+                      f"no DeepDanbooru project ({TAGS_FILE} and a model file) in the archive")
+    return _downloaded_v3_project()
 
 
 def _downloaded_v3_project() -> Path:
@@ -379,6 +318,27 @@ def _project_argument(argument: str | None) -> Path:
     return Path(argument).expanduser()
 
 
+def check_project_argument(argument: str | None) -> None:
+    """`deepdanbooru:DIR` must name a project directory with its tag list and a model file: checked when
+    `--tagger` is parsed, so a wrong path stops the run before any test instead of failing its tagger's load."""
+    directory = _project_argument(argument)
+    must_hold = f"it must hold {TAGS_FILE} and a model-*.h5 or .keras file (a DeepDanbooru project)"
+    if not directory.is_dir():
+        raise InvalidTaggerSpec(f"{directory} is not a directory; {must_hold}")
+    try:
+        missing = [] if (directory / TAGS_FILE).is_file() else [TAGS_FILE]
+        try:
+            find_model_file(directory)
+        except DeepDanbooruError:
+            missing.append("model file")
+        nested = locate_project(directory)
+    except OSError as error:
+        raise InvalidTaggerSpec(f"cannot read {directory}: {error.strerror or error}") from None
+    if missing:
+        hint = f" (the project seems to be in {nested}: give that directory)" if nested != directory else ""
+        raise InvalidTaggerSpec(f"no {' and no '.join(missing)} in {directory}; {must_hold}{hint}")
+
+
 ENTRIES: list[TaggerEntry] = [
     TaggerEntry(
         "deepdanbooru",
@@ -388,6 +348,7 @@ ENTRIES: list[TaggerEntry] = [
         argument_name="DIR",
         unavailable_reason=missing_package_reason,
         vocabulary=lambda argument: read_vocabulary(_project_argument(argument)),
+        check_argument=check_project_argument,
     ),
     TaggerEntry(
         "deepdanbooru-v3",

@@ -2,7 +2,8 @@
 
 Evaluation never touches the network: a model whose files are not cached is reported as unavailable with the
 command that fetches it. The hub's own settings apply (`HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_ENDPOINT`,
-`HF_TOKEN`).
+`HF_TOKEN`). A fetch first checks with one quick request that the hub answers at all: `hf_hub_download` would retry
+a dead network for about 25 s and then not say which endpoint it tried.
 
 A family of published models (WD today; Camie, PixAI, JoyTag, ML-Danbooru next) declares each model as data, a
 `PublishedModel`, and gets its registry entry from `PublishedModel.entry` with the family's build function.
@@ -10,15 +11,20 @@ A family of published models (WD today; Camie, PixAI, JoyTag, ML-Danbooru next) 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tagger_eval import __version__
 from tagger_eval.config import TaggerOptions
 from tagger_eval.taggers.base import Tagger
 from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.taggers.release import unreachable_reason, without_credentials
+
+PROBE_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the hub before calling it unreachable
 
 
 class ModelFilesError(Exception):
@@ -59,12 +65,26 @@ class HubFiles:
         )
 
     def download(self, cache_dir: str | Path | None = None, endpoint: str | None = None) -> dict[str, Path]:
-        """Fetch every file into the hub cache (a no-op for files already there); errors name the repository."""
-        from huggingface_hub import constants, hf_hub_download
+        """Fetch every file into the hub cache (a no-op for files already there); errors name the repository and
+        the endpoint. An unreachable hub fails at once, unless every file is cached already (then those are used)."""
+        from huggingface_hub import constants  # hf_hub_download is imported after the endpoint passed the check
 
         if constants.HF_HUB_OFFLINE:
             raise ModelFilesError(f"HF_HUB_OFFLINE is set: cannot fetch {self.repo_id}; unset it where the hub is "
                                   "reachable, or copy the files into this machine's Hugging Face cache")
+        endpoint, named = (endpoint, without_credentials(endpoint)) if endpoint else hub_endpoint()
+        if not _is_http_url(endpoint):
+            raise ModelFilesError(f"cannot fetch {self.repo_id}: the hub endpoint {named} is not a valid http(s) "
+                                  "URL; set HF_ENDPOINT to one, such as https://huggingface.co, or unset it")
+        if (reason := _unreachable(endpoint)) is not None:
+            if (cached := self.cached(cache_dir)) is not None:
+                return cached
+            raise ModelFilesError(
+                f"cannot fetch {self.repo_id}: the Hugging Face hub at {named} is unreachable: {reason}; run this "
+                "fetch where the hub is reachable and copy that machine's Hugging Face cache into "
+                f"{cache_dir or constants.HF_HUB_CACHE}, or set HF_ENDPOINT to a reachable mirror")
+        from huggingface_hub import hf_hub_download
+
         paths = {}
         for filename in self.filenames:
             try:
@@ -74,10 +94,51 @@ class HubFiles:
                                     library_version=__version__)
                 )
             except Exception as error:  # the hub raises many kinds (offline, HTTP, missing entry): one message
+                # The hub's messages span lines (the CLI prints one) and may quote the endpoint's URL.
+                detail = " ".join(str(error).split()).replace(endpoint, without_credentials(endpoint))
                 raise ModelFilesError(
-                    f"could not fetch {filename} of {self.repo_id}: {type(error).__name__}: {error}"
+                    f"could not fetch {filename} of {self.repo_id} from {named}: {type(error).__name__}: {detail}"
                 ) from error
         return paths
+
+
+def hub_endpoint() -> tuple[str, str]:
+    """The hub endpoint in use, and how messages name it (with where it comes from, without credentials).
+
+    `HF_ENDPOINT` is read at every call, as the cache directory is, else the hub library's own default."""
+    from huggingface_hub import constants
+
+    configured = os.environ.get("HF_ENDPOINT", "").rstrip("/")
+    if configured:
+        return configured, f"{without_credentials(configured)} (HF_ENDPOINT)"
+    return constants.ENDPOINT, f"{without_credentials(constants.ENDPOINT)} (the default; HF_ENDPOINT changes it)"
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError when out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why the hub at `endpoint` cannot be reached, or None when it answers at all (any status).
+
+    One request, no retry, bounded by PROBE_CONNECT_TIMEOUT and the hub's own HF_HUB_ETAG_TIMEOUT."""
+    import requests
+    from huggingface_hub import constants
+
+    from tagger_eval.http_client import make_session
+
+    with make_session(retries=0) as session:
+        try:
+            session.head(f"{endpoint}/", allow_redirects=False,
+                         timeout=(PROBE_CONNECT_TIMEOUT, float(constants.HF_HUB_ETAG_TIMEOUT)))
+        except requests.RequestException as error:
+            return unreachable_reason(endpoint, error) or f"{type(error).__name__}: {error}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ quietly shorter.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,7 +54,8 @@ class TaggerEntry:
     # Argument -> tag -> category read from the tag file alone (no model weights); None: build the tagger and ask it.
     vocabulary: Callable[[str | None], Mapping[str, int] | None] | None = None
     # Checks the argument when `--tagger` is parsed, before any test runs (a URL that cannot be one, a directory
-    # without a model): raises `InvalidTaggerSpec` saying what is wrong and how to fix it.
+    # without a model): raises `InvalidTaggerSpec` saying what is wrong and how to fix it (`parse_specs` prefixes
+    # the message with the `--tagger=VALUE` it came from, so it need not name the option).
     check_argument: Callable[[str | None], None] | None = None
 
     @property
@@ -67,8 +69,14 @@ _REGISTRY: dict[str, TaggerEntry] = {}
 _plugins_loaded = False
 
 
+def _taken(name: str, names: Iterable[str]) -> bool:
+    """Whether `name` clashes with one of `names` or `all` in any letter case: `--tagger` matches names that way."""
+    folded = name.casefold()
+    return folded == ALL or any(folded == other.casefold() for other in names)
+
+
 def register(entry: TaggerEntry) -> None:
-    if entry.name in _REGISTRY or entry.name == ALL:
+    if _taken(entry.name, _REGISTRY):
         raise ValueError(f"tagger name {entry.name!r} is already taken")
     _REGISTRY[entry.name] = entry
 
@@ -118,11 +126,12 @@ def _plugin_entries(points: Iterable[importlib.metadata.EntryPoint]) -> list[Tag
     for point in points:
         where = _describe(point)
         for entry in _load(point, where):
-            if entry.name in _REGISTRY or entry.name == ALL:
+            if _taken(entry.name, _REGISTRY):
                 raise PluginError(f"{where}: tagger name {entry.name!r} is already taken by a registered tagger")
-            if entry.name in owners:
-                raise PluginError(f"{where}: tagger name {entry.name!r} is already taken by {owners[entry.name]}")
-            owners[entry.name] = where
+            if entry.name.casefold() in owners:
+                raise PluginError(f"{where}: tagger name {entry.name!r} is already taken by "
+                                  f"{owners[entry.name.casefold()]}")
+            owners[entry.name.casefold()] = where
             found.append(entry)
     return found
 
@@ -155,47 +164,80 @@ def entries() -> list[TaggerEntry]:
 
 
 def get_entry(name: str) -> TaggerEntry:
+    """The entry of `name` in any letter case (`Demo-Pixel` is `demo-pixel`; no two names differ only in case)."""
+    by_folded = {entry.name.casefold(): entry for entry in _registry().values()}
     try:
-        return _registry()[name]
+        return by_folded[name.casefold()]
     except KeyError:
+        close = difflib.get_close_matches(name.casefold(), by_folded, n=3)
+        hint = f" (did you mean {' or '.join(repr(by_folded[match].name) for match in close)}?)" if close else ""
         known = ", ".join(entry.name for entry in entries())
-        raise UnknownTaggerError(f"unknown tagger {name!r}; known taggers: {known} (or 'all')") from None
+        raise UnknownTaggerError(f"unknown tagger {name!r}{hint}; known taggers: {known} (or 'all')") from None
+
+
+_SPEC_ERRORS = (UnknownTaggerError, TaggerUnavailableError, InvalidTaggerSpec)
 
 
 def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, str]]:
     """The selected taggers, and for `all` the ones it left out with the reason.
 
-    Duplicates are dropped; an unknown name or a family given without its argument is an error.
+    `text` is one `--tagger` value or several, each `SPEC[,SPEC...]`. Duplicates are dropped; an unknown name, an
+    empty item, or an argument missing or out of place is an error naming the `--tagger=VALUE` it came from.
     """
-    parts = [text] if isinstance(text, str) else list(text)
     specs: list[TaggerSpec] = []
     skipped: dict[str, str] = {}
-    for part in (piece.strip() for chunk in parts for piece in chunk.split(",")):
-        if not part:
-            continue
-        if part == ALL:
-            for entry in entries():
-                if entry.needs_argument:
-                    continue
-                reason = entry.unavailable_reason()
-                if reason is None:
-                    specs.append(TaggerSpec(entry.name))
+    for value in [text] if isinstance(text, str) else text:
+        try:
+            for part in _items(value):
+                if part.casefold() == ALL:
+                    _select_all(specs, skipped)
                 else:
-                    skipped[entry.name] = reason
-            continue
-        name, _, argument = part.partition(":")
-        entry = get_entry(name)
-        if entry.needs_argument and not argument:
-            raise UnknownTaggerError(f"tagger {name!r} needs an argument: --tagger={name}:...")
-        if argument and not (entry.needs_argument or entry.accepts_argument):
-            raise UnknownTaggerError(f"tagger {name!r} takes no argument (got {part!r})")
-        reason = entry.unavailable_reason()
-        if reason is not None:
-            raise TaggerUnavailableError(f"tagger {name!r} cannot run here: {reason}")
-        if entry.check_argument is not None:
-            entry.check_argument(argument or None)
-        specs.append(TaggerSpec(name, argument or None))
+                    specs.append(_spec(part))
+        except _SPEC_ERRORS as error:
+            kind = next(kind for kind in _SPEC_ERRORS if isinstance(error, kind))  # a check may raise a subclass
+            raise kind(f"--tagger={value}: {error}") from None
     return list(dict.fromkeys(specs)), skipped
+
+
+def _items(value: str) -> list[str]:
+    """The comma-separated items of one `--tagger` value; an empty one is a slip, never silently skipped."""
+    items = [item.strip() for item in value.split(",")]
+    if "" in items:
+        what = "no tagger given" if not value.strip() else "an empty item (a doubled or trailing comma)"
+        raise InvalidTaggerSpec(f"{what}; give registered names separated by single commas, such as "
+                                "--tagger=control,demo-pixel (`tagger-eval list` shows them)")
+    return items
+
+
+def _select_all(specs: list[TaggerSpec], skipped: dict[str, str]) -> None:
+    """`all`: every entry that runs without an argument; those that cannot run here go to `skipped` with why."""
+    for entry in entries():
+        if entry.needs_argument:
+            continue
+        reason = entry.unavailable_reason()
+        if reason is None:
+            specs.append(TaggerSpec(entry.name))
+        else:
+            skipped[entry.name] = reason
+
+
+def _spec(part: str) -> TaggerSpec:
+    """One `NAME[:ARG]` item, checked against its entry (and by the entry's own check) before any test runs."""
+    name, colon, argument = part.partition(":")
+    entry = get_entry(name.strip())
+    usage = f"--tagger={entry.usage}"
+    if colon and not (entry.needs_argument or entry.accepts_argument):
+        raise InvalidTaggerSpec(f"tagger {entry.name!r} takes no argument (got {part!r}); give {usage}")
+    if entry.needs_argument and not argument:
+        raise InvalidTaggerSpec(f"tagger {entry.name!r} needs its {entry.argument_name}; give {usage}")
+    if colon and not argument:
+        raise InvalidTaggerSpec(f"tagger {entry.name!r} got an empty {entry.argument_name} after ':'; give {usage}")
+    reason = entry.unavailable_reason()
+    if reason is not None:
+        raise TaggerUnavailableError(f"tagger {entry.name!r} cannot run here: {reason}")
+    if entry.check_argument is not None:
+        entry.check_argument(argument or None)
+    return TaggerSpec(entry.name, argument or None)
 
 
 def create(spec: TaggerSpec, options: TaggerOptions | None = None) -> Tagger:

@@ -1,11 +1,12 @@
 """Taggers that run in someone else's process, behind HTTP: the stable-diffusion-webui wd14 tagger extension's API
 (`webui:URL#MODEL`) and hydrus-dd's server mode (`hydrus-dd:URL`).
 
-Every request goes through `tagger_eval.http_client.make_session()` (retries with backoff on connection errors, 429
-and 5xx, Retry-After honoured) with `TaggerOptions.http_timeout` as its timeout. Whatever goes wrong ends in one
-`TaggerServerError` that names the server and says what was expected; request bodies (the images) never appear in
-it. `requests` is imported only when a tagger is built, so importing this module (the registry does) stays cheap and
-works without the `http` extra.
+Requests go through `tagger_eval.http_client.make_session()` (retries on connection errors, 429 and 5xx, Retry-After
+capped) inside `http_client.exchange()`: each attempt as a whole ends within `TaggerOptions.http_timeout`. Whatever
+goes wrong is one `TaggerServerError` naming the server and saying what happened (attempts, reached or not) and what
+was expected, never quoting the images. A server that was not reached, broke off, timed out or still failed with
+429/5xx after the retries is not asked again: later requests fail at once with the same message, so a dead server
+costs one timeout per run, not one per image. `requests` is imported only when a tagger is built.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from PIL import Image
 
 from tagger_eval.config import TaggerOptions
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
-from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.tags import RATING_PREFIX
 
 if TYPE_CHECKING:
     import requests
+
+    from tagger_eval.http_client import Exchange
 
 # The bare rating names the webui extension reports: WD14's four, and DeepDanbooru's pre-2022 `safe`.
 RATING_WORDS = frozenset({"general", "sensitive", "questionable", "explicit", "safe"})
@@ -35,31 +38,39 @@ RATING_WORDS = frozenset({"general", "sensitive", "questionable", "explicit", "s
 _SAFE_ALIASES = MappingProxyType({"rating:safe": frozenset({"rating:general", "rating:sensitive"})})
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 _EXCERPT = 200  # characters of a server's error answer quoted in messages
+_GIVING_UP = "; no further requests are sent to it in this run"
+_WEBUI_EXAMPLE = "--tagger=webui:http://127.0.0.1:7860#wd14-vit-v2-git"
+_HYDRUS_EXAMPLE = "--tagger=hydrus-dd:http://127.0.0.1:4443"
 
 
 class TaggerServerError(RuntimeError):
     """A tagger server is down, too slow, or answered with an HTTP error or something other than its API's JSON."""
 
 
-def parse_server_url(url: str, tagger: str) -> str:
-    """An http(s) URL without its trailing slash; anything else is a clear error."""
+def parse_server_url(url: str, tagger: str, example: str = _HYDRUS_EXAMPLE) -> str:
+    """An http(s) URL with a host, without its trailing slash; anything else is an `InvalidTaggerSpec` (a
+    ValueError) that shows the expected form."""
     text = url.strip()
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{tagger}: expected an http:// or https:// URL of the tagger server, got {url!r}")
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number from 1 to 65535
+        valid = False
+    if not valid or any(character.isspace() for character in text):
+        raise InvalidTaggerSpec(f"expected the {tagger} server's http:// or https:// URL with a host name or address "
+                                f"(e.g. {example}), got {url!r}")
     return text.rstrip("/")
 
 
 def parse_webui_argument(argument: str | None) -> tuple[str, str]:
     """`URL#MODEL` -> (url, model)."""
-    example = "e.g. --tagger=webui:http://127.0.0.1:7860#wd14-vit-v2-git"
     url, separator, model = (argument or "").rpartition("#")
     if not separator or not model.strip() or not url.strip():
-        raise ValueError(
-            f"webui: expected URL#MODEL, the server's URL and the name of one of its interrogators ({example}), "
-            f"got {argument!r}; GET URL/tagger/v1/interrogators lists the models the server serves"
+        raise InvalidTaggerSpec(
+            f"expected URL#MODEL, the server's URL and the name of one of its interrogators (e.g. "
+            f"{_WEBUI_EXAMPLE}), got {argument!r}; GET URL/tagger/v1/interrogators lists the models it serves"
         )
-    return parse_server_url(url, "webui"), model.strip()
+    return parse_server_url(url, "webui", _WEBUI_EXAMPLE), model.strip()
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -83,21 +94,29 @@ def _describe(value: Any) -> str:
 
 
 def _is_probability(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    """A finite number from 0 to 1 (Python's JSON reader also accepts NaN and Infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _attempts(trace: Exchange) -> str:
+    return f"{trace.attempts} attempt{'' if trace.attempts == 1 else 's'}"
 
 
 class _ServerTagger(Tagger):
     """What both server taggers share: the URL, the session, the timeout, and turning failures into messages."""
 
     kind: str  # how messages name the server
+    example: str  # a spec that works, for messages
     rating_aliases = _SAFE_ALIASES
     default_score_floor = REAL_MODEL_SCORE_FLOOR
 
     def __init__(self, url: str, options: TaggerOptions | None = None,
                  session: requests.Session | None = None) -> None:
-        self.url = parse_server_url(url, self.kind)
+        self.url = parse_server_url(url, self.kind, self.example)
+        self.where = f"the {self.kind} tagger server at {self.url}"
         self.timeout = (options or TaggerOptions()).http_timeout
         self._owns_session = session is None
+        self._gave_up: str | None = None  # why the server is not asked again
         if session is None:
             from tagger_eval.http_client import make_session
 
@@ -122,36 +141,65 @@ class _ServerTagger(Tagger):
         return self._decode(self.send(method, path, **kwargs), method, expected)
 
     def send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One request (with the session's retries); connection failures and timeouts become TaggerServerError."""
+        """One request, with the session's retries and each attempt within the timeout as a whole. A server that
+        cannot be reached, breaks off, does not answer in time or still answers 429/5xx after the retries is a
+        TaggerServerError, raised again at once, without a request, by every later call."""
         import requests
-        from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
+        from tagger_eval.http_client import RETRY_STATUSES, exchange
+
+        self._refuse_if_given_up()
         url = self.url + path
-        where = f"the {self.kind} tagger server at {self.url}"
-        try:
-            return self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.exceptions.RequestException as error:
-            # With retries configured, urllib3 wraps the last failure in MaxRetryError and requests reports most of
-            # them as ConnectionError: dig out the real reason.
-            reason: BaseException = error
-            if error.args and isinstance(error.args[0], MaxRetryError) and error.args[0].reason is not None:
-                reason = error.args[0].reason
-            retries = getattr(getattr(self.session.get_adapter(url), "max_retries", None), "total", None)
-            after = f" after {retries} retries" if retries else ""
-            if isinstance(error, requests.exceptions.Timeout) or isinstance(reason, (ReadTimeoutError, TimeoutError)):
-                message = (f"{where} did not answer {method} {url} within {self.timeout:g} s{after} "
-                           "(raise it with --http-timeout=SECONDS)")
-            elif isinstance(error, requests.exceptions.ConnectionError):
-                message = f"cannot reach {where}: {method} {url} failed{after}: {reason}"
-            else:
-                message = f"{method} {url} to {where} failed: {reason}"
-            raise TaggerServerError(message) from None  # the chain adds nothing the message lacks
+        with exchange(self.timeout) as trace:
+            try:
+                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.exceptions.RequestException as error:
+                self._give_up(self._failure(error, trace, method, url))
+        if trace.timed_out:  # the deadline cut the answer short, even if what arrived looked complete
+            self._give_up(self._failure(None, trace, method, url))
+        if response.status_code in RETRY_STATUSES:
+            self._give_up(f"{self.where} answered {method} {url} with HTTP {response.status_code} {response.reason}"
+                          f"{self._error_detail(response)} ({_attempts(trace)}{self._retry_after(response, url)})")
+        return response
+
+    def _refuse_if_given_up(self) -> None:
+        """Raised from a frame of its own: pytest prints the innermost frame's arguments, here never the image."""
+        if self._gave_up is not None:
+            raise TaggerServerError(self._gave_up)
+
+    def _give_up(self, message: str) -> NoReturn:
+        self._gave_up = message + _GIVING_UP
+        raise TaggerServerError(self._gave_up) from None  # the chain adds nothing the message lacks
+
+    def _failure(self, error: requests.RequestException | None, trace: Exchange, method: str, url: str) -> str:
+        """What happened to a request that got no usable answer, in words: reached or not, attempts, the cause."""
+        from tagger_eval.http_client import why_failed
+
+        why, reason = why_failed(error, trace)
+        if why == "timeout":
+            return (f"{self.where} did not answer {method} {url} in full within {self.timeout:g} s "
+                    f"({_attempts(trace)}); raise the limit with --http-timeout=SECONDS")
+        if why == "unreachable":
+            return f"cannot reach {self.where}: {method} {url} could not connect ({_attempts(trace)}): {reason}"
+        if why == "broken off":
+            return f"{self.where} broke off {method} {url} after the connection was made ({_attempts(trace)}): {reason}"
+        return f"{method} {url} to {self.where} failed: {type(reason).__name__}: {reason}"
+
+    def _retry_after(self, response: requests.Response, url: str) -> str:
+        """The wait the server asked for, when it asked, and whether it was more than the session waits."""
+        from tagger_eval.http_client import RETRY_AFTER_MAX, retry_after_seconds
+
+        asked = retry_after_seconds(response.headers.get("Retry-After"))
+        if asked is None:
+            return ""
+        cap = getattr(getattr(self.session.get_adapter(url), "max_retries", None), "retry_after_max", RETRY_AFTER_MAX)
+        return f"; it asked to wait {asked:g} s before retrying" + (
+            f", more than the {cap:g} s this suite waits at most" if asked > cap else "")
 
     def _decode(self, response: requests.Response, method: str, expected: str) -> Any:
-        where = f"the {self.kind} tagger server at {self.url}"
         if response.status_code >= 400:
             raise TaggerServerError(
-                f"{where} answered {method} {response.url} with HTTP {response.status_code} {response.reason}"
+                f"{self.where} answered {method} {response.url} with HTTP {response.status_code} {response.reason}"
                 f"{self._error_detail(response)}"
             )
         try:
@@ -160,7 +208,7 @@ class _ServerTagger(Tagger):
             content_type = response.headers.get("Content-Type", "no content type")
             excerpt = response.text[:_EXCERPT].strip()
             raise TaggerServerError(
-                f"{where} answered {method} {response.url} with something that is not JSON ({content_type}, "
+                f"{self.where} answered {method} {response.url} with something that is not JSON ({content_type}, "
                 f"{len(response.content)} bytes{f': {excerpt!r}' if excerpt else ''}); expected {expected}"
             ) from None
 
@@ -190,6 +238,7 @@ class WebuiTagger(_ServerTagger):
 
     name = "webui"
     kind = "webui"
+    example = _WEBUI_EXAMPLE
     default_threshold = 0.35  # the WD14 family's default
     request_threshold = 0.0  # the original extension keeps tags with probability >= this: all of them
     MODELS_PATH = "/tagger/v1/interrogators"
@@ -214,20 +263,16 @@ class WebuiTagger(_ServerTagger):
         answer = self.request("GET", self.MODELS_PATH, expected)
         models = answer.get("models") if isinstance(answer, dict) else None
         if not isinstance(models, list) or not all(isinstance(model, str) for model in models):
-            raise TaggerServerError(
-                f"the webui tagger server at {self.url} answered GET {self.url}{self.MODELS_PATH} with "
-                f"{_describe(answer)}; expected {expected}"
-            )
+            raise TaggerServerError(f"{self.where} answered GET {self.url}{self.MODELS_PATH} with {_describe(answer)}; "
+                                    f"expected {expected}")
         return models
 
     def check_model(self) -> None:
         models = self.served_models()
         if self.model not in models:
             served = ", ".join(models) if models else "none"
-            raise TaggerServerError(
-                f"the webui tagger server at {self.url} does not serve the model {self.model!r}; "
-                f"the models it serves: {served}"
-            )
+            raise TaggerServerError(f"{self.where} does not serve the model {self.model!r}; the models it serves: "
+                                    f"{served}")
 
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         return [self.interrogate(sample.image) for sample in samples]  # the API takes one image per request
@@ -258,7 +303,7 @@ class WebuiTagger(_ServerTagger):
         probabilities: dict[str, float] = {}
         for name, p in [*tags.items(), *ratings.items()]:
             if not _is_probability(p):
-                self._malformed(answer, f"the probability of {name!r} is {_describe(p)}")
+                self._malformed(answer, f"the probability of {name!r} is {_describe(p)}, not a number from 0 to 1")
         probabilities.update((name, float(p)) for name, p in tags.items())
         for name, p in ratings.items():
             probabilities[name if name.startswith(RATING_PREFIX) else RATING_PREFIX + name] = float(p)
@@ -266,7 +311,7 @@ class WebuiTagger(_ServerTagger):
 
     def _malformed(self, answer: Any, problem: str | None = None) -> NoReturn:
         raise TaggerServerError(
-            f"the webui tagger server at {self.url} answered POST {self.url}{self.INTERROGATE_PATH} with "
+            f"{self.where} answered POST {self.url}{self.INTERROGATE_PATH} with "
             f"{problem or _describe(answer)}; expected {self.EXPECTED_CAPTION}"
         )
 
@@ -280,6 +325,7 @@ class HydrusDDTagger(_ServerTagger):
 
     name = "hydrus-dd"
     kind = "hydrus-dd"
+    example = _HYDRUS_EXAMPLE
     threshold_applied_by_server = True
     EXPECTED = '["<tag>", ...] (a JSON list of tag names)'
 
@@ -288,7 +334,7 @@ class HydrusDDTagger(_ServerTagger):
         super().__init__(url, options, session)
         try:
             # There is nothing to list (GET / is its upload form), but a server that is down should fail once here,
-            # not once per image; any HTTP answer will do.
+            # not once per image; any answer but 429 or 5xx will do.
             self.send("GET", "/")
         except BaseException:
             self.close()
@@ -302,10 +348,8 @@ class HydrusDDTagger(_ServerTagger):
         files = {"file": ("image.png", encode_png(image), "image/png")}
         answer = self.request("POST", "/", self.EXPECTED, files=files)
         if not isinstance(answer, list) or not all(isinstance(tag, str) for tag in answer):
-            raise TaggerServerError(
-                f"the hydrus-dd tagger server at {self.url} answered POST {self.url}/ with {_describe(answer)}; "
-                f"expected {self.EXPECTED}"
-            )
+            raise TaggerServerError(f"{self.where} answered POST {self.url}/ with {_describe(answer)}; "
+                                    f"expected {self.EXPECTED}")
         return dict.fromkeys(answer, 1.0)
 
 
@@ -315,7 +359,15 @@ def _webui(argument: str | None, options: TaggerOptions) -> WebuiTagger:
 
 
 def _hydrus_dd(argument: str | None, options: TaggerOptions) -> HydrusDDTagger:
-    return HydrusDDTagger(parse_server_url(argument or "", "hydrus-dd"), options)
+    return HydrusDDTagger(argument or "", options)
+
+
+def _check_webui(argument: str | None) -> None:
+    parse_webui_argument(argument)
+
+
+def _check_hydrus_dd(argument: str | None) -> None:
+    parse_server_url(argument or "", "hydrus-dd")
 
 
 ENTRIES: list[TaggerEntry] = [
@@ -325,6 +377,8 @@ ENTRIES: list[TaggerEntry] = [
         "(e.g. webui:http://127.0.0.1:7860#wd14-vit-v2-git)",
         _webui,
         needs_argument=True,
+        argument_name="URL#MODEL",
+        check_argument=_check_webui,
     ),
     TaggerEntry(
         "hydrus-dd",
@@ -332,5 +386,7 @@ ENTRIES: list[TaggerEntry] = [
         "it applies its own threshold",
         _hydrus_dd,
         needs_argument=True,
+        argument_name="URL",
+        check_argument=_check_hydrus_dd,
     ),
 ]

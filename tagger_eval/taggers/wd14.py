@@ -9,7 +9,8 @@ upscaled (the v3 demo app's choice; the webui extension instead pads them with w
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -18,15 +19,17 @@ from PIL import Image
 
 from tagger_eval.checksums import file_digest
 from tagger_eval.config import TaggerOptions
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, check_probabilities, read_text_file
 from tagger_eval.taggers.hub import PublishedModel
 from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
-from tagger_eval.taggers.registry import TaggerEntry
+from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
 
 MODEL_FILE = "model.onnx"
 TAGS_FILE = "selected_tags.csv"
 TAGS_HEADER = ["tag_id", "name", "category", "count"]
+INPUT_TYPE = "tensor(float)"  # onnxruntime's name of float32
+OUTPUT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)"})
 KNOWN_CATEGORIES = {RATING, GENERAL, CHARACTER}
 
 # SmilingWolf's published taggers: all 448px, thresholds general 0.35 and character 0.85.
@@ -48,27 +51,36 @@ PUBLISHED_MODELS = (
 )
 
 
-def read_selected_tags(path: Path) -> list[tuple[str, int]]:
-    """`selected_tags.csv` as (name, category) in output order; rating rows become `rating:<name>`."""
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    """The tag file's rows, read as UTF-8 (any other encoding is a `ModelLoadError` naming the byte)."""
     if not path.is_file():
         raise ModelLoadError(f"tag file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.reader(file)
-        header = next(reader, None)
+    return csv.reader(io.StringIO(read_text_file(path, ModelLoadError), newline=""))
+
+
+def read_selected_tags(path: Path) -> list[tuple[str, int]]:
+    """`selected_tags.csv` as (name, category) in output order; rating rows become `rating:<name>`."""
+    rows = _csv_rows(path)
+    try:
+        header = next(rows, None)
         if header != TAGS_HEADER:
             raise ModelLoadError(f"{path}: expected the header {','.join(TAGS_HEADER)}, found {header}")
-        tags = []
-        for line_number, row in enumerate(reader, start=2):
-            try:
-                name, category = row[1], int(row[2])
-            except (IndexError, ValueError):
-                raise ModelLoadError(f"{path}:{line_number}: malformed row {row}") from None
-            if category not in KNOWN_CATEGORIES:
-                raise ModelLoadError(f"{path}:{line_number}: unknown category {category} for {name!r}")
-            tags.append((f"{RATING_PREFIX}{name}" if category == RATING else name, category))
+        tags = [_tag(path, line_number, row) for line_number, row in enumerate(rows, start=2)]
+    except csv.Error as error:  # a field beyond csv's size limit, an unterminated quote
+        raise ModelLoadError(f"{path}: not a CSV file: {error}") from None
     if not tags:
         raise ModelLoadError(f"{path} lists no tags")
     return tags
+
+
+def _tag(path: Path, line_number: int, row: list[str]) -> tuple[str, int]:
+    try:
+        name, category = row[1], int(row[2])
+    except (IndexError, ValueError):
+        raise ModelLoadError(f"{path}:{line_number}: malformed row {row}") from None
+    if category not in KNOWN_CATEGORIES:
+        raise ModelLoadError(f"{path}:{line_number}: unknown category {category} for {name!r}")
+    return (f"{RATING_PREFIX}{name}" if category == RATING else name, category)
 
 
 def read_vocabulary(path: Path) -> dict[str, int]:
@@ -104,12 +116,24 @@ class WD14Tagger(Tagger):
         tags = read_selected_tags(tags_path)
         self.tag_names = [tag for tag, _ in tags]
         self._vocabulary = dict(tags)
+        self._read_contract()
+
+    def _read_contract(self) -> None:
+        """The input and output names, sizes and element types, checked against the WD contract at load, so a
+        model that cannot be fed our images (another layout, uint8 input) fails once, naming the file."""
+        model_path = self.model_path
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelLoadError(f"{model_path}: expected one input and an output, found {len(inputs)} inputs")
         shape = inputs[0].shape
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or not isinstance(shape[1], int):
             raise ModelLoadError(f"{model_path}: expected an NHWC square RGB input, found shape {shape}")
+        if inputs[0].type != INPUT_TYPE:
+            raise ModelLoadError(f"{model_path}: expected a {INPUT_TYPE} input (float32 BGR 0-255, the WD "
+                                 f"contract), found {inputs[0].type}")
+        if outputs[0].type not in OUTPUT_TYPES:
+            raise ModelLoadError(f"{model_path}: expected a floating-point output of probabilities, found "
+                                 f"{outputs[0].type}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.input_size: int = shape[1]
         # v2 exports fix the batch at 1; v3 exports leave it symbolic.
@@ -117,7 +141,7 @@ class WD14Tagger(Tagger):
         width = outputs[0].shape[-1]
         if isinstance(width, int) and width != len(self.tag_names):
             raise ModelLoadError(
-                f"{model_path} outputs {width} tags but {tags_path} lists {len(self.tag_names)}: "
+                f"{model_path} outputs {width} tags but {self.tags_path} lists {len(self.tag_names)}: "
                 "the model and its tag file do not belong together"
             )
 
@@ -143,8 +167,7 @@ class WD14Tagger(Tagger):
         return self._vocabulary
 
     def tag_counts(self) -> dict[str, int] | None:
-        with self.tags_path.open(newline="", encoding="utf-8") as file:
-            counts = [row.get("count", "") for row in csv.DictReader(file)]
+        counts = [row[3] if len(row) > 3 else "" for row in list(_csv_rows(self.tags_path))[1:]]
         if len(counts) != len(self.tag_names) or not all(count.isdigit() for count in counts):
             return None
         return {name: int(count) for name, count in zip(self.tag_names, counts, strict=True)}
@@ -163,6 +186,7 @@ class WD14Tagger(Tagger):
         else:
             probabilities = np.concatenate([self.run(batch[i : i + self.batch_size])
                                             for i in range(0, len(batch), self.batch_size)])
+        check_probabilities(probabilities, self.model_path)
         return [dict(zip(self.tag_names, row.tolist(), strict=True)) for row in probabilities]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -174,6 +198,18 @@ def _directory_vocabulary(argument: str | None) -> dict[str, int]:
     return read_vocabulary(Path(argument or "") / TAGS_FILE)
 
 
+def check_directory(argument: str | None) -> None:
+    """`wd14-onnx:DIR` must name a directory holding the model and its tag file: checked when `--tagger` is parsed,
+    so a wrong path stops the run before any test instead of failing the load (the files are read at load)."""
+    directory = Path(argument or "")
+    must_hold = f"it must hold {MODEL_FILE} and {TAGS_FILE} (a WD14 / WD v3 ONNX export)"
+    if not directory.is_dir():
+        raise InvalidTaggerSpec(f"{directory} is not a directory; {must_hold}")
+    missing = [name for name in (MODEL_FILE, TAGS_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise InvalidTaggerSpec(f"no {' and no '.join(missing)} in {directory}; {must_hold}")
+
+
 ENTRIES = [
     TaggerEntry(
         "wd14-onnx",
@@ -183,6 +219,7 @@ ENTRIES = [
         argument_name="DIR",
         unavailable_reason=missing_package_reason,
         vocabulary=_directory_vocabulary,
+        check_argument=check_directory,
     ),
     *(model.entry(WD14Tagger.from_hub, missing_package=missing_package_reason, read_tags=read_vocabulary)
       for model in PUBLISHED_MODELS),
