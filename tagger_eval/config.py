@@ -168,7 +168,7 @@ MAX_WORSE = Option("--tagger-max-worse",
 RUN_OPTIONS = (
     Option("--tagger", "taggers to evaluate: registered names, NAME:ARG for families, or 'all' (every registered "
            "tagger that can run here); repeatable", {"action": "append", "default": [], "metavar": "SPEC[,SPEC...]"}),
-    Option("--dataset", "the data.db to evaluate on (default: the bundled demo dataset)",
+    Option("--dataset", "the data.db to evaluate on, or its directory (default: the bundled demo dataset)",
            {"type": Path, "default": None, "metavar": "PATH"}),
     Option("--threshold", "probability above which a tag is predicted (default: per tagger); repeatable",
            _values("[NAME=]FLOAT", tagger_threshold)),
@@ -198,7 +198,8 @@ RUN_OPTIONS = (
            {"type": positive_int, "default": 1, "metavar": "N"}),
     Option("--tagger-threads", "intra-op threads for in-process models (default: one per core)",
            {"type": positive_int, "default": None, "metavar": "N"}),
-    Option("--http-timeout", "timeout of each request to a tagger server (default: 60)",
+    Option("--http-timeout", "deadline of each attempt of a request to a tagger server, the whole answer included "
+           "(default: 60)",
            {"type": timeout_seconds, "default": 60.0, "metavar": "SECONDS"}),
     Option("--max-image-pixels", f"skip images with more pixels than this (default: {DEFAULT_MAX_IMAGE_PIXELS:,})",
            {"type": positive_int, "default": DEFAULT_MAX_IMAGE_PIXELS, "metavar": "N"}),

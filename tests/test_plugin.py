@@ -305,3 +305,38 @@ def test_an_xdist_run_skips_and_fails_as_a_serial_one(pytester: pytest.Pytester,
     assert comparable_results(load(parallel)) == comparable_results(load(serial))
     reasons = {post: entry["reason"] for post, entry in load(serial)["taggers"]["control"]["posts"].items()}
     assert "does not match the post's md5" in reasons["3"] and "invalid rating" in reasons["4"]
+
+
+def test_an_error_the_tagger_explains_is_one_line_per_post(pytester: pytest.Pytester, demo_subset) -> None:
+    """A model that outputs logits (or a server that will not answer) fails each post with its message, not with a
+    traceback through the suite's code each time; an unexpected bug keeps its traceback."""
+    from hooked_tagger import hooked_entry
+
+    from tagger_eval.taggers import registered
+    from tagger_eval.taggers.base import ModelOutputError
+
+    def logits(samples: object) -> None:
+        raise ModelOutputError("model.onnx outputs values from -7.7 to 2.0, outside [0, 1]")
+
+    def bug(samples: object) -> None:
+        raise KeyError("a bug")
+
+    with registered(hooked_entry("logits", logits), hooked_entry("buggy", bug)):
+        result = pytester.runpytest("--tagger=logits,buggy", "--benchmark-disable", "--no-tagger-results",
+                                    f"--dataset={demo_subset(posts=3)}")
+    result.assert_outcomes(failed=6)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(["*logits failed on post 1: ModelOutputError: model.onnx outputs values from -7.7*"])
+    assert output.count("    def test_post_score(") == 3  # the three bugs keep their tracebacks, the logits none
+    assert "raise ModelOutputError" not in output
+
+
+def test_results_that_cannot_be_written_fail_the_run_in_one_line(pytester: pytest.Pytester, demo_subset) -> None:
+    blocker = pytester.path / "not-a-folder"
+    blocker.write_text("a file where the results' folder should be")
+    result = pytester.runpytest("--tagger=control", f"--dataset={demo_subset(posts=2)}", "--benchmark-disable",
+                                f"--tagger-results={blocker / 'run.json'}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["results not saved: *not-a-folder*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert list(pytester.path.rglob("*.tmp")) == []

@@ -510,8 +510,13 @@ def test_entries_are_registered() -> None:
     ("hydrus-dd:http://:4443", "got 'http://:4443'"),
     ("hydrus-dd:http://127.0.0.1:99999", "got 'http://127.0.0.1:99999'"),
     ("hydrus-dd:ftp://127.0.0.1", "e.g. --tagger=hydrus-dd:http://127.0.0.1:4443"),
+    ("hydrus-dd:http://me:s3cret@127.0.0.1:4443", r"^--tagger=hydrus-dd:http://\*\*\*@127.0.0.1:4443: the hydrus-dd "
+     r"server's URL carries user:password@ credentials, which would be printed and saved"),
+    ("webui:https://me:s3cret@127.0.0.1#m", r"^--tagger=webui:https://\*\*\*@127.0.0.1#m: the webui server's URL "
+     "carries"),
 ])
 def test_server_specs_are_checked_when_parsed(spec: str, complaint: str) -> None:
+    """(Credentials in a server URL are refused, and never quoted back.)"""
     with pytest.raises(registry.InvalidTaggerSpec, match=complaint):
         registry.parse_specs(spec)
 

@@ -8,6 +8,7 @@ from typing import Any
 from tagger_eval.records import leaderboard_order
 from tagger_eval.reports.text_table import format_table, number
 from tagger_eval.scoring.threshold_metrics import MetricCategory
+from tagger_eval.tags import printable
 
 
 def metrics_table(computed: Mapping[str, Mapping[str, Any]], scores: Mapping[str, float | None]) -> list[str]:
@@ -22,13 +23,13 @@ def metrics_table(computed: Mapping[str, Mapping[str, Any]], scores: Mapping[str
                 continue
             entry = computed[label][category]
             micro, macro, ap = entry["micro"], entry["macro"], entry["average_precision"]
-            rows.append((label, category.value, number(micro["pr_threshold"]), number(micro["f1"]),
+            rows.append((printable(label), category.value, number(micro["pr_threshold"]), number(micro["f1"]),
                          number(micro["f2"]), number(micro["mcc"]), number(macro["pr_threshold"]),
                          number(macro["f1"]), number(ap["macro"]), number(ap["micro"])))
     lines = format_table(header, rows, left_columns=2)
     for label in order:
         best, soft = computed[label]["best_score_threshold"], computed[label]["soft_score"]
-        lines.append(f"{label}: best threshold for the score {best['threshold']:.3f} (mean score "
+        lines.append(f"{printable(label)}: best threshold for the score {best['threshold']:.3f} (mean score "
                      f"{best['mean_score']:.3f}, {number(scores.get(label))} at the run's threshold); "
                      f"soft score {soft['mean']:.3f}")
     return lines

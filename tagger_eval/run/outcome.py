@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagger_eval.config import AUTOSAVE_DIR, MetricsMode
+from tagger_eval.config import AUTOSAVE_DIR, MetricsMode, OutputConfig
 from tagger_eval.records import PostResult, PostStatus, ResultsDocument
 from tagger_eval.reports.compare import compare, failure_messages, format_comparison
-from tagger_eval.reports.results import autosave_path, build_document, save
+from tagger_eval.reports.results import ResultsError, autosave_path, build_document, save
 from tagger_eval.run.evaluation import Evaluation
 
 
@@ -34,7 +34,8 @@ class RunOutcome:
 
     @property
     def failed(self) -> bool:
-        """A regression against the baseline, or a run that scored no post at all."""
+        """A regression against the baseline, results or a report that could not be written, or a run that scored
+        no post at all."""
         return bool(self.failures)
 
     def fail(self, *lines: str) -> None:
@@ -57,13 +58,7 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
     scored = any(result.status == PostStatus.SCORED for result in collected.results)
     if config.metrics == MetricsMode.FULL and scored:
         outcome.lines += _add_metrics(evaluation, collected, document)
-    output = config.output
-    results_path = output.results_path
-    if results_path is None and output.autosave and rootdir is not None:
-        results_path = autosave_path(rootdir / AUTOSAVE_DIR)
-    if results_path is not None and output.autosave:
-        save(document, results_path)
-        outcome.lines.append(f"results saved to {results_path}")
+    _save(outcome, config.output, rootdir)
     if baseline is not None:
         rows = compare(baseline, document, config.gate)
         outcome.lines += ["", "compared with the baseline (mean scores over the posts both runs scored):",
@@ -74,14 +69,37 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
             outcome.fail(*messages)
         else:
             outcome.lines.append("no regression against the baseline")
-    if output.report_dir is not None:
-        from tagger_eval.reports.html_report import write_report
-
-        written = write_report(document, output.report_dir)
-        outcome.lines.append(f"report written to {output.report_dir} ({len(written)} files)")
+    if config.output.report_dir is not None:
+        _write_report(outcome, config.output.report_dir)
     if not scored:
         outcome.fail("no post was scored: each one was skipped or errored (`pytest -rs` says why), so the run fails")
     return outcome
+
+
+def _save(outcome: RunOutcome, output: OutputConfig, rootdir: Path | None) -> None:
+    """Save the results where the run's config says; a failed write (a full disk) fails the run with its reason."""
+    path = output.results_path
+    if path is None and output.autosave and rootdir is not None:
+        path = autosave_path(rootdir / AUTOSAVE_DIR)
+    if path is None or not output.autosave:
+        return
+    try:
+        save(outcome.document, path)
+    except ResultsError as error:
+        outcome.fail(f"results not saved: {error}")
+        return
+    outcome.lines.append(f"results saved to {path}")
+
+
+def _write_report(outcome: RunOutcome, report_dir: Path) -> None:
+    from tagger_eval.reports.html_report import ReportError, write_report
+
+    try:
+        written = write_report(outcome.document, report_dir)
+    except ReportError as error:
+        outcome.fail(f"report not written: {error}")
+        return
+    outcome.lines.append(f"report written to {report_dir} ({len(written)} files)")
 
 
 def _add_metrics(evaluation: Evaluation, collected: CollectedRun, document: ResultsDocument) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 from tagger_eval.data.dataset import DatasetLocked
 from tagger_eval.records import PostStatus
 from tagger_eval.run.evaluation import Evaluation, LoadFailure, PostSkipped, TaggerRun
+from tagger_eval.taggers.base import TaggerError
 from tagger_eval.tags import printable
 
 T = TypeVar("T")
@@ -58,6 +59,10 @@ def test_post_score(
         record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, str(error)).to_dict())
         request.session.shouldstop = printable(str(error))
         pytest.fail(printable(str(error)), pytrace=False)
+    except TaggerError as error:  # the message says it all: one line per post, not a traceback each
+        reason = f"{type(error).__name__}: {error}"
+        record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, reason).to_dict())
+        pytest.fail(printable(f"{tagger_run.label} failed on post {post_id}: {reason}"), pytrace=False)
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         record_property(Property.RESULT, tagger_run.unscored(post_id, PostStatus.ERROR, reason).to_dict())

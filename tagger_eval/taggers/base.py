@@ -22,7 +22,12 @@ REAL_MODEL_SCORE_FLOOR = -1.0
 PROBABILITY_TOLERANCE = 1e-5
 
 
-class ModelOutputError(ValueError):
+class TaggerError(Exception):
+    """A failure the tagger explains in its message (a damaged model file, a server that will not answer, outputs
+    that are not probabilities): a test reports it in one line, without a traceback of the suite's own code."""
+
+
+class ModelOutputError(TaggerError, ValueError):
     """A model whose outputs are not probabilities (logits, scores): no threshold can apply to them."""
 
 

@@ -27,7 +27,14 @@ from PIL import Image
 
 from tagger_eval.checksums import file_digest
 from tagger_eval.config import ExecutionProvider, TaggerOptions
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, check_probabilities, read_text_file
+from tagger_eval.taggers.base import (
+    REAL_MODEL_SCORE_FLOOR,
+    Sample,
+    Tagger,
+    TaggerError,
+    check_probabilities,
+    read_text_file,
+)
 from tagger_eval.taggers.deepdanbooru_image import prepare_image
 from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.taggers.release import cache_dir, fetch_release_zip
@@ -54,7 +61,7 @@ V3_MAX_EXTRACTED_BYTES = 3 << 30
 RATING_ALIASES = MappingProxyType({"rating:safe": frozenset({"rating:general", "rating:sensitive"})})
 
 
-class DeepDanbooruError(ValueError):
+class DeepDanbooruError(TaggerError, ValueError):
     """A DeepDanbooru project that cannot be used; the message names the file or directory at fault."""
 
 

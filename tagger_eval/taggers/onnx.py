@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tagger_eval.config import ExecutionProvider, TaggerOptions
+from tagger_eval.taggers.base import TaggerError
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -21,7 +22,7 @@ PROVIDER_CHOICES = {
 }
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(TaggerError):
     """A model file that cannot be used; the message names the file and why."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,6 +179,11 @@ def get_entry(name: str) -> TaggerEntry:
 _SPEC_ERRORS = (UnknownTaggerError, TaggerUnavailableError, InvalidTaggerSpec)
 
 
+def _without_credentials(value: str) -> str:
+    """The option value as an error may quote it: `user:password@` in a URL replaced by `***@`."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", value)
+
+
 def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, str]]:
     """The selected taggers, and for `all` the ones it left out with the reason.
 
@@ -195,7 +201,7 @@ def parse_specs(text: str | Iterable[str]) -> tuple[list[TaggerSpec], dict[str, 
                     specs.append(_spec(part))
         except _SPEC_ERRORS as error:
             kind = next(kind for kind in _SPEC_ERRORS if isinstance(error, kind))  # a check may raise a subclass
-            raise kind(f"--tagger={value}: {error}") from None
+            raise kind(f"--tagger={_without_credentials(value)}: {error}") from None
     return list(dict.fromkeys(specs)), skipped
 
 

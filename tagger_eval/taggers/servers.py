@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from tagger_eval.config import TaggerOptions
-from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger
+from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, TaggerError
 from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.tags import RATING_PREFIX
 
@@ -43,7 +43,7 @@ _WEBUI_EXAMPLE = "--tagger=webui:http://127.0.0.1:7860#wd14-vit-v2-git"
 _HYDRUS_EXAMPLE = "--tagger=hydrus-dd:http://127.0.0.1:4443"
 
 
-class TaggerServerError(RuntimeError):
+class TaggerServerError(TaggerError, RuntimeError):
     """A tagger server is down, too slow, or answered with an HTTP error or something other than its API's JSON."""
 
 
@@ -59,6 +59,9 @@ def parse_server_url(url: str, tagger: str, example: str = _HYDRUS_EXAMPLE) -> s
     if not valid or any(character.isspace() for character in text):
         raise InvalidTaggerSpec(f"expected the {tagger} server's http:// or https:// URL with a host name or address "
                                 f"(e.g. {example}), got {url!r}")
+    if parts.username is not None or parts.password is not None:  # never echo them: the message shows no URL
+        raise InvalidTaggerSpec(f"the {tagger} server's URL carries user:password@ credentials, which would be "
+                                "printed and saved with the tagger's label; reach the server without them")
     return text.rstrip("/")
 
 
