@@ -282,3 +282,25 @@ def test_a_body_that_is_not_a_zip_is_refused(tmp_path: Path, httpserver, session
     with pytest.raises(ReleaseError, match=rf"{url} is not a valid zip file"):
         fetch_release_zip(url, tmp_path / "release", max_bytes=MAX, session=session)
     assert leftovers(tmp_path) == []
+
+
+def test_a_download_that_trickles_ends_at_its_deadline(tmp_path: Path) -> None:
+    """A server sending a byte just often enough to dodge the read timeout cannot hold the fetch forever."""
+    import time
+
+    from test_http_client import RawServer, trickle
+
+    target = tmp_path / "release"
+    target.mkdir()
+    (target / "tags.txt").write_text("old\n")
+    server = RawServer(trickle("body"))
+    try:
+        start = time.monotonic()
+        with pytest.raises(ReleaseError, match=rf"did not finish within 1 s; {re.escape(str(target))} was left"):
+            fetch_release_zip(f"{server.url}/dd.zip", target, max_bytes=1 << 20, session=make_session(retries=0),
+                              deadline=1.0)
+        assert time.monotonic() - start < 6.0  # the server would go on for 8 s
+    finally:
+        server.close()
+    assert (target / "tags.txt").read_text() == "old\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["release"]  # no partial file left

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # requests is imported when a download starts: importing this
 
 CACHE_ENV = "TAGGER_EVAL_CACHE"
 DEFAULT_TIMEOUT = (10.0, 60.0)  # seconds: (connect, between two reads of the body)
+# The whole download at most: a server trickling bytes just inside the read timeout would otherwise never end. An
+# hour holds 1.5 GB at 0.5 MB/s.
+DEFAULT_DEADLINE = 3600.0
 CHUNK_SIZE = 1 << 20
 
 
@@ -49,15 +52,17 @@ def fetch_release_zip(
     session: requests.Session | None = None,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     verify: Callable[[Path], str | None] | None = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Path:
     """Download the zip at `url` and extract it as `target_dir`, replacing any previous copy only on success.
 
     `max_bytes` bounds the download (the announced Content-Length and the bytes actually received);
     `max_extracted_bytes` bounds the sum of the members' uncompressed sizes (default: 4 x `max_bytes`).
     `verify(extracted_dir)` returns None when the extracted release is usable, else why not: it runs before the swap,
-    so a bad release never replaces a working copy. Raises `ReleaseError` for every failure, naming the URL.
+    so a bad release never replaces a working copy. Each attempt of the download ends at `deadline` seconds. Raises
+    `ReleaseError` for every failure, naming the URL.
     """
-    from tagger_eval.http_client import make_session
+    from tagger_eval.http_client import exchange, make_session
 
     where = without_credentials(url)
     target = Path(target_dir).expanduser().absolute()
@@ -68,7 +73,15 @@ def fetch_release_zip(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".extracting", dir=target.parent))
     try:
         with os.fdopen(descriptor, "wb") as stream:
-            _download(url, where, stream, max_bytes, session or make_session(), timeout)
+            with exchange(deadline) as trace:
+                try:
+                    _download(url, where, stream, max_bytes, session or make_session(), timeout)
+                except ReleaseError:
+                    if not trace.timed_out:
+                        raise
+            if trace.timed_out:
+                raise ReleaseError(f"downloading {where} did not finish within {deadline:g} s; {target} was left "
+                                   "as it was")
         extract_zip(part, staging, max_extracted_bytes=limit, source=where)
         if verify is not None and (problem := verify(staging)) is not None:
             raise ReleaseError(f"{where}: {problem}; {target} was left as it was")
