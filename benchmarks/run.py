@@ -6,7 +6,8 @@ For each compute-equivalent model (benchmarks/compute_models.py), on the same im
       preprocessing, scoring, summary, results JSON included), batched with --tagger-batch-size;
   (c) http: the seed's way, image by image through a local webui-API-shaped server running the same model (WD
       models only).
-The DeepDanbooru-sized ResNet-50 runs through tf-keras in (a) and (b).
+The DeepDanbooru-sized ResNet-50 runs on onnxruntime in (a) and (b), as the evaluation runs it: its ONNX conversion
+is made and cached (under `$TAGGER_EVAL_CACHE/deepdanbooru-onnx`) before (b), which starts without TensorFlow.
 It prints images/s, `eval/raw = X.XX` and `http/raw = X.XX` per model, the peak memory of the evaluation, the peak
 memory of a 10x larger dataset, and the time to score and summarise 30,000 posts.
 """
@@ -37,7 +38,7 @@ from tagger_eval.data.dataset import Dataset
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
 from tagger_eval.records import PostResult
 from tagger_eval.reports.leaderboard import format_table, summarise
-from tagger_eval.taggers import TaggerOptions
+from tagger_eval.taggers import Sample, TaggerOptions
 from tagger_eval.taggers.wd14 import WD14Tagger, prepare_image
 
 
@@ -64,9 +65,11 @@ def raw_seconds(model_dir: Path, db_path: Path, batch_size: int) -> float:
     if model_dir.name in KERAS_MODELS:
         from tagger_eval.taggers.deepdanbooru import DeepDanbooruTagger
 
-        tagger = DeepDanbooruTagger(model_dir, TaggerOptions(), batch_size=batch_size)
+        tagger = DeepDanbooruTagger(model_dir, TaggerOptions(), batch_size=batch_size)  # converts on first use
+        if tagger.onnx_path is None:
+            raise SystemExit(f"{model_dir}: not converted to ONNX, so the evaluation would not run on onnxruntime")
         with Dataset(db_path) as dataset:
-            batch = tagger.preprocess([Dataset.load_image(post) for post in dataset])
+            batch = tagger.preprocess([Sample(post, Dataset.load_image(post)) for post in dataset])
     else:
         tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
         with Dataset(db_path) as dataset:

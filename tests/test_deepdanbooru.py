@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from builders import (
 )
 from PIL import Image
 
+from tagger_eval.checksums import file_digest
 from tagger_eval.data.dataset import Dataset
 from tagger_eval.run.evaluation import TaggerRun, TaggerSettings
 from tagger_eval.taggers import InvalidTaggerSpec, Sample, TaggerOptions, TaggerSpec, parse_specs
@@ -42,6 +43,7 @@ from tagger_eval.taggers.deepdanbooru import (
     v3_unavailable_reason,
 )
 from tagger_eval.taggers.deepdanbooru_image import centre_with_edge_padding, prepare_image
+from tagger_eval.taggers.deepdanbooru_onnx import cached_conversion
 from tagger_eval.tags import CHARACTER, GENERAL, RATING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,6 +54,15 @@ skimage_transform = pytest.importorskip("skimage.transform")
 SIZE = DD_SIZE
 TAGS = DD_TAGS
 MODEL_NAME = DD_MODEL_NAME
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The module's own cache directory: its conversions never reach the user's."""
+    cache = tmp_path_factory.mktemp("dd-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TAGGER_EVAL_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="module")
@@ -230,23 +241,27 @@ def test_input_size_vocabulary_and_defaults(tagger: DeepDanbooruTagger) -> None:
     assert tagger.rating_aliases == {"rating:safe": frozenset({"rating:general", "rating:sensitive"})}
 
 
-def test_requested_threads_cannot_change_a_running_tensorflow(project: Path) -> None:
-    # The module's fixtures already started TensorFlow, so the setting can only be reported as not applied.
+def test_requested_threads_cannot_change_a_running_tensorflow(project: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no conversion cached the model is loaded with Keras to convert it; the module's fixtures already started
+    # TensorFlow, so the setting can only be reported as not applied.
+    monkeypatch.setenv("TAGGER_EVAL_CACHE", str(tmp_path))
     current = tf.config.threading.get_intra_op_parallelism_threads()
     with pytest.warns(RuntimeWarning, match=rf"already running .*: {current + 3} intra-op threads cannot apply"):
         DeepDanbooruTagger(project, TaggerOptions(threads=current + 3))
 
 
-def test_requested_threads_apply_in_a_fresh_process(project: Path) -> None:
+def test_requested_threads_apply_in_a_fresh_process(project: Path, tmp_path: Path) -> None:
     code = ("import sys, warnings; warnings.simplefilter('error'); "
             "from tagger_eval.taggers.deepdanbooru import DeepDanbooruTagger; "
             "from tagger_eval.taggers import TaggerOptions; "
-            "DeepDanbooruTagger(sys.argv[1], TaggerOptions(threads=1, execution_provider='cpu')); "
-            "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
+            "tagger = DeepDanbooruTagger(sys.argv[1], TaggerOptions(threads=1, execution_provider='cpu')); "
+            "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tagger._model.session.get_session_options().intra_op_num_threads, tagger.threads)")
     completed = subprocess.run([sys.executable, "-c", code, str(project)], capture_output=True, text=True,
-                               timeout=120)
+                               timeout=120, env={**os.environ, "TAGGER_EVAL_CACHE": str(tmp_path)})
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.strip() == "1"
+    assert completed.stdout.split() == ["1", "1", "1"]  # TensorFlow (converting), onnxruntime, preprocessing
 
 
 # --- broken projects ---------------------------------------------------------------------------------------------
@@ -405,8 +420,10 @@ def test_v3_fetched_from_a_server_loads_and_predicts(tmp_path: Path, monkeypatch
     fetched = fetch_v3(url=httpserver.url_for("/release.zip"))
     assert fetched == v3_dir() and v3_dir().parent == tmp_path / "cache"
     assert v3_unavailable_reason() is None
+    # Converted at once, so evaluations never need TensorFlow.
+    assert cached_conversion(file_digest(v3_dir() / MODEL_NAME)) is not None
     loaded = entry.factory(None, TaggerOptions())
-    assert loaded.name == "deepdanbooru-v3"
+    assert loaded.name == "deepdanbooru-v3" and loaded.onnx_path == cached_conversion(loaded.model_sha256)
     image = IMAGES["wide"]()
     assert loaded.predict([Sample(None, image)]) == tagger.predict([Sample(None, image)])  # type: ignore[arg-type]
 
@@ -418,11 +435,35 @@ def test_importing_the_module_does_not_import_tensorflow() -> None:
     assert completed.returncode == 0, completed.stderr
 
 
-def test_missing_packages_are_named_with_the_install_command() -> None:
-    code = ("import sys; sys.modules['tf_keras'] = None; "
-            "from tagger_eval.taggers.deepdanbooru import ENTRIES; "
-            "print('|'.join(entry.unavailable_reason() or '' for entry in ENTRIES))")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+UNAVAILABLE_REASONS = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None
+from tagger_eval.taggers.deepdanbooru import ENTRIES
+print("|".join(entry.unavailable_reason() or "" for entry in ENTRIES))
+"""
+
+
+def unavailable_reasons(blocked: str, cache: Path) -> list[str]:
+    """Each entry's `unavailable_reason()` in a process where the `blocked` packages cannot be imported."""
+    completed = subprocess.run([sys.executable, "-c", UNAVAILABLE_REASONS, blocked], capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "TAGGER_EVAL_CACHE": str(cache)})
     assert completed.returncode == 0, completed.stderr
-    reasons = completed.stdout.strip().split("|")
-    assert reasons == ['tf-keras not installed; install with `pip install "tagger-eval[deepdanbooru]"`'] * 2
+    return completed.stdout.strip().split("|")
+
+
+def test_missing_packages_are_named_with_the_install_command(tmp_path: Path, project: Path) -> None:
+    install = 'install with `pip install "tagger-eval[onnx,deepdanbooru]"`'
+    nothing = ("neither onnxruntime (which runs a converted model) nor tensorflow and tf-keras (which convert it "
+               f"once) are installed; {install}")
+    assert unavailable_reasons("tf_keras,onnxruntime", tmp_path) == [nothing] * 2
+    # onnxruntime alone runs a converted model: the directory entry may have one, the release says whether it has.
+    assert unavailable_reasons("tf_keras", tmp_path) == ["", "not downloaded; run `tagger-eval fetch deepdanbooru-v3`"]
+    shutil.copytree(project, tmp_path / v3_dir().name)
+    not_converted = f"not converted to ONNX yet, and converting it (once) needs tensorflow and tf-keras: {install}"
+    assert unavailable_reasons("tf_keras", tmp_path) == ["", not_converted]
+    assert unavailable_reasons("", tmp_path) == ["", ""]  # TensorFlow converts it when it is first loaded
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TAGGER_EVAL_CACHE", str(tmp_path))
+        DeepDanbooruTagger(tmp_path / v3_dir().name, TaggerOptions()).close()
+    assert unavailable_reasons("tf_keras,tensorflow", tmp_path) == ["", ""]

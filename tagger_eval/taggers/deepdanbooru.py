@@ -1,29 +1,30 @@
-"""KichangKim's DeepDanbooru: a Keras 2 model in a project directory, run in process with TensorFlow.
+"""KichangKim's DeepDanbooru: a Keras 2 model in a project directory, run in process on onnxruntime once converted.
 
 A project directory holds the model (`model-<type>.h5`, newer ones `.keras`), `tags.txt` (one tag per line, the
 order of the outputs), usually `project.json` (`model`, `image_width`, `image_height`) and sometimes
 `tags-character.txt` / `tags-general.txt`.
 
-Preprocessing is DeepDanbooru's `load_image_for_evaluate`, in `tagger_eval.taggers.deepdanbooru_image`.
+The model is converted to ONNX the first time it is loaded where TensorFlow is installed, verified and cached
+(`tagger_eval.taggers.deepdanbooru_onnx`); from then on it loads without TensorFlow. Preprocessing is DeepDanbooru's
+`load_image_for_evaluate`, in `tagger_eval.taggers.deepdanbooru_image`.
 
-TensorFlow and tf-keras are imported only when a model is loaded: importing this module stays cheap, because the
-plugin imports every backend's registry entries on each pytest run.
+TensorFlow and tf-keras are imported only when a model is converted or run on them: importing this module stays
+cheap, because the plugin imports every backend's registry entries on each pytest run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from tagger_eval.checksums import file_digest
 from tagger_eval.config import ExecutionProvider, TaggerOptions
@@ -35,7 +36,20 @@ from tagger_eval.taggers.base import (
     check_probabilities,
     read_text_file,
 )
-from tagger_eval.taggers.deepdanbooru_image import prepare_image
+from tagger_eval.taggers.deepdanbooru_image import model_input
+from tagger_eval.taggers.deepdanbooru_onnx import (
+    CACHE_FOLDER,
+    CONVERSION_PACKAGES,
+    INSTALL_HINT,
+    KERAS_PACKAGES,
+    DeepDanbooruError,
+    KerasModel,
+    OnnxModel,
+    cached_conversion,
+    installed,
+    model_digest,
+    onnx_or_keras,
+)
 from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.taggers.release import cache_dir, fetch_release_zip
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag
@@ -47,8 +61,6 @@ TAGS_FILE = "tags.txt"
 CHARACTER_TAGS_FILE = "tags-character.txt"
 PROJECT_FILE = "project.json"
 MODEL_SUFFIXES = (".h5", ".keras")
-REQUIRED_PACKAGES = ("tensorflow", "tf_keras")
-INSTALL_HINT = 'pip install "tagger-eval[deepdanbooru]"'
 DEFAULT_BATCH_SIZE = 16
 
 # The last public release (Danbooru's ratings of 2021: rating:safe/questionable/explicit).
@@ -61,62 +73,16 @@ V3_MAX_EXTRACTED_BYTES = 3 << 30
 RATING_ALIASES = MappingProxyType({"rating:safe": frozenset({"rating:general", "rating:sensitive"})})
 
 
-class DeepDanbooruError(TaggerError, ValueError):
-    """A DeepDanbooru project that cannot be used; the message names the file or directory at fault."""
-
-
 def missing_package_reason() -> str | None:
-    """Why DeepDanbooru cannot run here (a package not installed), or None; looks the packages up without import."""
-    missing = []
-    for package in REQUIRED_PACKAGES:
-        try:
-            found = importlib.util.find_spec(package) is not None
-        except (ImportError, ValueError):  # a blocked (`sys.modules[name] = None`) or broken module
-            found = False
-        if not found:
-            missing.append(package.replace("_", "-"))
-    if not missing:
-        return None
-    return f"{' and '.join(missing)} not installed; install with `{INSTALL_HINT}`"
+    """Why DeepDanbooru cannot run here at all, or None; looks the packages up without importing them.
 
-
-def _import_keras() -> tuple[Any, Any]:
-    """tensorflow and tf_keras (Keras 2, which loads DeepDanbooru's .h5 files), with TensorFlow's logs quietened."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-        import tf_keras
-    except ImportError as error:
-        raise DeepDanbooruError(f"DeepDanbooru needs tensorflow and tf-keras ({error}); install with "
-                                f"`{INSTALL_HINT}`") from error
-    return tf, tf_keras
-
-
-def _configure_tensorflow(tf: Any, options: TaggerOptions) -> None:
-    """Threads and devices, which TensorFlow accepts only before it starts; afterwards a warning says so.
-
-    GPUs get memory growth, so TensorFlow does not take a whole GPU from the other taggers of the same run;
-    `execution_provider="cpu"` hides them from TensorFlow.
+    onnxruntime alone runs a model converted before; converting one, or running one on TensorFlow, needs
+    tensorflow and tf-keras (and onnx to convert).
     """
-    changes: list[tuple[str, Any]] = []
-    if options.threads is not None:
-        changes.append((f"{options.threads} intra-op threads",
-                        lambda: tf.config.threading.set_intra_op_parallelism_threads(options.threads)))
-    gpus = tf.config.list_physical_devices("GPU")
-    if options.execution_provider == ExecutionProvider.CPU:
-        if tf.config.get_visible_devices("GPU"):
-            changes.append(("running on the CPU only", lambda: tf.config.set_visible_devices([], "GPU")))
-    else:
-        growing = [gpu for gpu in gpus if not tf.config.experimental.get_memory_growth(gpu)]
-        if growing:
-            changes.append(("GPU memory growth",
-                            lambda: [tf.config.experimental.set_memory_growth(gpu, True) for gpu in growing]))
-    for description, change in changes:
-        try:
-            change()
-        except RuntimeError:  # "cannot be modified after initialization"
-            warnings.warn(f"TensorFlow is already running in this process: {description} cannot apply to "
-                          "DeepDanbooru", RuntimeWarning, stacklevel=3)
+    if installed(*KERAS_PACKAGES) or installed("onnxruntime"):
+        return None
+    return ("neither onnxruntime (which runs a converted model) nor tensorflow and tf-keras (which convert it once) "
+            f"are installed; install with `{INSTALL_HINT}`")
 
 
 # --- the project directory ---------------------------------------------------------------------------------------
@@ -177,7 +143,8 @@ def locate_project(directory: Path) -> Path:
 
 
 class DeepDanbooruTagger(Tagger):
-    """A DeepDanbooru project directory, loaded with tf-keras; outputs a sigmoid probability per tags.txt line."""
+    """A DeepDanbooru project directory: its model converted to ONNX once and run on onnxruntime (on TensorFlow
+    when the conversion is refused); outputs a sigmoid probability per tags.txt line."""
 
     default_threshold = 0.5  # DeepDanbooru's own tooling
     default_score_floor = REAL_MODEL_SCORE_FLOOR
@@ -189,6 +156,7 @@ class DeepDanbooruTagger(Tagger):
         self.batch_size = max(1, batch_size)
         self.project_dir = Path(project_dir).expanduser()
         options = options or TaggerOptions()
+        self.threads = options.threads or os.cpu_count() or 1  # for preprocessing; the model's are the runtime's
         if not self.project_dir.is_dir():
             raise DeepDanbooruError(f"DeepDanbooru project directory not found: {self.project_dir} "
                                     f"(expected a directory with {TAGS_FILE} and a model-*.h5 file)")
@@ -197,17 +165,11 @@ class DeepDanbooruTagger(Tagger):
         self.tags = read_tag_file(tags_path)
         self.model_path = find_model_file(self.project_dir, context)
         self._vocabulary = read_vocabulary(self.project_dir)
+        self.model_sha256 = model_digest(self.model_path)
 
-        tf, tf_keras = _import_keras()
-        _configure_tensorflow(tf, options)
-        try:
-            self._model = tf_keras.models.load_model(str(self.model_path), compile=False)
-        except Exception as error:  # h5py, Keras and TensorFlow raise many kinds for a damaged file: one message
-            raise DeepDanbooruError(
-                f"cannot load the DeepDanbooru model {self.model_path}: {type(error).__name__}: {error}"
-            ) from error
-        self.height, self.width = self._input_size(context)
-        outputs = self._model.output_shape
+        model = self._open(options)
+        self.height, self.width = self._input_size(context, model)
+        outputs = model.output_shape
         if not (isinstance(outputs, tuple) and len(outputs) == 2):
             raise DeepDanbooruError(f"{self.model_path} has outputs {outputs}; expected one (batch, tags) output")
         if outputs[1] != len(self.tags):
@@ -215,20 +177,31 @@ class DeepDanbooruTagger(Tagger):
                 f"{self.model_path} outputs {outputs[1]} tags but {tags_path} has {len(self.tags)} lines: "
                 "the model and its tag file do not belong together"
             )
+        if isinstance(model, KerasModel):
+            model = onnx_or_keras(model, self.model_path, self.model_sha256, (self.height, self.width), options)
+        self._model: OnnxModel | KerasModel | None = model
 
-    def _input_size(self, context: Mapping[str, Any]) -> tuple[int, int]:
+    def _open(self, options: TaggerOptions) -> OnnxModel | KerasModel:
+        """The cached conversion on onnxruntime when there is one, else the Keras model (to convert, or to run)."""
+        if not installed("onnxruntime"):
+            return KerasModel(self.model_path, options, why="DeepDanbooru without onnxruntime")
+        if (cached := cached_conversion(self.model_sha256)) is not None:
+            return OnnxModel(cached, options)
+        return KerasModel(self.model_path, options, why=f"{self.model_path} has no ONNX conversion in "
+                                                         f"{cache_dir() / CACHE_FOLDER}: converting it (once)")
+
+    def _input_size(self, context: Mapping[str, Any], model: OnnxModel | KerasModel) -> tuple[int, int]:
         """The input's height and width, once it is known to take float RGB batches (Keras would cast our 0-1
         floats to an integer input's type without a word, and the model would see black images)."""
-        shape = self._model.input_shape
+        shape = model.input_shape
         if not (isinstance(shape, tuple) and len(shape) == 4):
             raise DeepDanbooruError(f"{self.model_path} takes input {shape}; expected one (batch, H, W, 3) input")
         _, height, width, channels = shape
         if channels != 3:
             raise DeepDanbooruError(f"{self.model_path} takes {channels} channels; DeepDanbooru models take RGB")
-        dtype = self._model.inputs[0].dtype
-        if not dtype.is_floating:
-            raise DeepDanbooruError(f"{self.model_path} takes {dtype.name} input; DeepDanbooru models take float32 "
-                                    "RGB 0-1")
+        if not model.input_is_float:
+            raise DeepDanbooruError(f"{self.model_path} takes {model.input_type} input; DeepDanbooru models take "
+                                    "float32 RGB 0-1")
         declared = context.get("image_height"), context.get("image_width")
         if height is None or width is None:  # a fully convolutional model: the project says the size
             height, width = height or declared[0], width or declared[1]
@@ -242,29 +215,45 @@ class DeepDanbooruTagger(Tagger):
             )
         return height, width
 
+    @property
+    def onnx_path(self) -> Path | None:
+        """The converted model this tagger runs, or None when it runs the Keras model on TensorFlow."""
+        return self._model.path if isinstance(self._model, OnnxModel) else None
+
     def identity(self) -> dict[str, str]:
-        return {**super().identity(), "model_sha256": file_digest(self.model_path),
+        """The model file's sha256 and, when the tagger runs its ONNX conversion, the converted file's."""
+        converted = {"onnx_sha256": model_digest(self.onnx_path)} if self.onnx_path else {}
+        return {**super().identity(), "model_sha256": self.model_sha256, **converted,
                 "tags_sha256": file_digest(self.project_dir / TAGS_FILE)}
 
     def vocabulary(self) -> Mapping[str, int]:
         """Every tags.txt tag (normalised) -> rating, character (listed in tags-character.txt) or general."""
         return self._vocabulary
 
-    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """The model's input batch (N, H, W, 3), float32 0-1."""
-        return np.stack([prepare_image(image, self.height, self.width) for image in images])
+    def preprocess(self, samples: Sequence[Sample]) -> np.ndarray:
+        """The model's input batch (N, H, W, 3), float32 0-1, from each post's file as DeepDanbooru reads it.
+
+        The images are prepared in threads (the decoders and numpy release the GIL): twice as fast on two cores.
+        """
+        def prepare(sample: Sample) -> np.ndarray:
+            path = sample.post.image_path if sample.post is not None else None
+            return model_input(path, sample.image, self.height, self.width)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(samples), self.threads))) as pool:
+            return np.stack(list(pool.map(prepare, samples)))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The raw model call on a prepared batch: one row of sigmoid probabilities per image."""
-        rows = [np.asarray(self._model.predict_on_batch(batch[start : start + self.batch_size]))
+        """The raw model call on a prepared batch, `batch_size` images at a time: a row of probabilities each."""
+        if self._model is None:
+            raise DeepDanbooruError(f"the DeepDanbooru model {self.model_path} was closed")
+        rows = [self._model.run(batch[start : start + self.batch_size])
                 for start in range(0, len(batch), self.batch_size)]
         return np.concatenate(rows) if rows else np.zeros((0, len(self.tags)), dtype=np.float32)
 
     def predict(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         if not samples:
             return []
-        probabilities = check_probabilities(self.run(self.preprocess([sample.image for sample in samples])),
-                                            self.model_path)
+        probabilities = check_probabilities(self.run(self.preprocess(samples)), self.model_path)
         results = []
         for row in probabilities.tolist():
             result: dict[str, float] = {}
@@ -302,15 +291,31 @@ def _v3_project(directory: Path | None = None) -> Path | None:
 def v3_unavailable_reason() -> str | None:
     if reason := missing_package_reason():
         return reason
-    return "not downloaded; run `tagger-eval fetch deepdanbooru-v3`" if _v3_project() is None else None
+    if (project := _v3_project()) is None:
+        return "not downloaded; run `tagger-eval fetch deepdanbooru-v3`"
+    if installed(*KERAS_PACKAGES):
+        return None
+    if cached_conversion(model_digest(find_model_file(project, read_project_json(project)))) is None:
+        return (f"not converted to ONNX yet, and converting it (once) needs tensorflow and tf-keras: install with "
+                f"`{INSTALL_HINT}`")
+    return None
 
 
 def fetch_v3(url: str = V3_URL, session: requests.Session | None = None) -> Path:
-    """Download the v3 release into `v3_dir()`: an earlier copy is replaced only once the new one holds a project."""
+    """Download the v3 release into `v3_dir()`: an earlier copy is replaced only once the new one holds a project.
+
+    Where TensorFlow is installed, the model is converted to ONNX right away, so evaluations never need it.
+    """
     fetch_release_zip(url, v3_dir(), max_bytes=V3_MAX_BYTES, max_extracted_bytes=V3_MAX_EXTRACTED_BYTES,
                       session=session, verify=lambda staged: None if _v3_project(staged) else
                       f"no DeepDanbooru project ({TAGS_FILE} and a model file) in the archive")
-    return _downloaded_v3_project()
+    project = _downloaded_v3_project()
+    if installed(*CONVERSION_PACKAGES):
+        try:
+            DeepDanbooruTagger(project, TaggerOptions(execution_provider=ExecutionProvider.CPU)).close()
+        except TaggerError as error:
+            warnings.warn(f"deepdanbooru-v3 was fetched but cannot be loaded: {error}", RuntimeWarning, stacklevel=2)
+    return project
 
 
 def _downloaded_v3_project() -> Path:
@@ -349,7 +354,7 @@ def check_project_argument(argument: str | None) -> None:
 ENTRIES: list[TaggerEntry] = [
     TaggerEntry(
         "deepdanbooru",
-        "DeepDanbooru project directory (model-*.h5 or .keras, tags.txt), run with tf-keras",
+        "DeepDanbooru project directory (model-*.h5 or .keras, tags.txt), converted to ONNX once",
         lambda argument, options: DeepDanbooruTagger(_project_argument(argument), options),
         needs_argument=True,
         argument_name="DIR",

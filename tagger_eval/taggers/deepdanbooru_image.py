@@ -1,33 +1,74 @@
-"""DeepDanbooru's image preprocessing (`deepdanbooru.data.load_image_for_evaluate`), reproduced step for step.
+"""DeepDanbooru's image preprocessing (`deepdanbooru.data.load_image_for_evaluate`), reproduced without TensorFlow.
 
-The image is decoded as 3-channel RGB (an alpha channel is dropped, not composited; a palette image gives its RGB
-colours; 16-bit samples keep their high byte, as libpng's 8-bit decoding does), resized with TensorFlow's AREA
-method to fit inside the model's input while keeping the aspect ratio (smaller images are scaled up), centred on
-the input by a bilinear translation whose padding repeats the edge pixels (`skimage.transform.warp(...,
-order=1, mode="edge")`, done here with numpy), divided by 255. EXIF orientation is ignored, as DeepDanbooru's
-decoders ignore it.
+The file is decoded as TensorFlow decodes it for DeepDanbooru (`deepdanbooru_decode`: libjpeg-turbo's fast IDCT
+for JPEG, alpha dropped rather than composited, 16-bit samples cut to their high byte, a GIF's transparent pixels
+black, EXIF orientation ignored); formats TensorFlow does not read come from Pillow. The pixels are resized with
+TensorFlow's AREA method to fit inside the model's input keeping the aspect ratio (smaller images are scaled up),
+computed here as TensorFlow's kernel computes it, in float32 and in the same order; centred on the input by a
+bilinear translation whose padding repeats the edge pixels (`skimage.transform.warp(..., order=1, mode="edge")`,
+done here with numpy); divided by 255.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+from tagger_eval.taggers.deepdanbooru_decode import decode_like_tensorflow, rgb_array
 
 
-def rgb_array(image: Image.Image) -> np.ndarray:
-    """The image as uint8 HxWx3 RGB, as `tf.io.decode_png(..., channels=3)` decodes it.
+def fitted_size(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int]:
+    """The size `tf.image.resize(..., preserve_aspect_ratio=True)` picks: float32 scale, rounded half to even.
 
-    Alpha is dropped, not composited (Pillow's RGBA -> RGB conversion does exactly that); a palette image gives
-    its colours; 16-bit grey keeps the high byte (Pillow would clip it to 255 instead).
+    TensorFlow fails on a side that rounds to 0 (an image over 1000 times wider than tall for 512x512); it is
+    kept at 1 pixel here.
     """
-    if image.mode in _SIXTEEN_BIT_MODES:
-        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+    scale = min(np.float32(target_height) / np.float32(height), np.float32(target_width) / np.float32(width))
+    return max(1, int(np.rint(scale * np.float32(height)))), max(1, int(np.rint(scale * np.float32(width))))
+
+
+def _area_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output index along one axis: the source indices its area cell covers and their float32 weights.
+
+    Every row has as many taps as the widest cell; the extra taps weigh 0, which leaves float32 sums unchanged.
+    The weights are resize_area_op.cc's, float32 step for step: the cell spans [i * scale, (i + 1) * scale).
+    """
+    scale = np.float32(source) / np.float32(target)
+    cell_start = np.arange(target, dtype=np.float32) * scale
+    cell_end = np.arange(1, target + 1, dtype=np.float32) * scale
+    first = np.floor(cell_start).astype(np.int64)
+    count = np.ceil(cell_end).astype(np.int64) - first
+    index = first[:, None] + np.arange(int(count.max()))[None, :]
+    low, high = index.astype(np.float32), (index + 1).astype(np.float32)
+    start, end = cell_start[:, None], cell_end[:, None]
+    weight = np.where(low < start, np.where(high > end, scale, high - start), np.where(high > end, end - low, 1.0))
+    weight = np.where(np.arange(index.shape[1])[None, :] < count[:, None], weight, 0.0).astype(np.float32)
+    return np.clip(index, 0, source - 1), weight
+
+
+def _weighted_sum(data: np.ndarray, axis: int, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Sum over taps, one float32 multiply-add at a time in tap order, as TensorFlow's loop adds them."""
+    shape = [1] * data.ndim
+    shape[axis] = len(weight)
+    total = np.take(data, index[:, 0], axis=axis) * weight[:, 0].reshape(shape)
+    for tap in range(1, index.shape[1]):
+        total += np.take(data, index[:, tap], axis=axis) * weight[:, tap].reshape(shape)
+    return total
+
+
+def area_resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`tf.image.resize(pixels, (height, width), method=AREA)`: HxWxC -> height x width x C float32.
+
+    Each output is the mean of the input over its cell: row sums across each row's cells first, then their
+    weighted sum down the rows, scaled by 1 / (row scale * column scale), all in float32 like the kernel.
+    """
+    source_height, source_width = pixels.shape[:2]
+    data = _weighted_sum(pixels, 1, *_area_taps(source_width, width))  # uint8 * float32 weights -> float32, exact
+    data = _weighted_sum(data, 0, *_area_taps(source_height, height))
+    cell_area = (np.float32(source_height) / np.float32(height)) * (np.float32(source_width) / np.float32(width))
+    return data * np.float32(1.0 / float(cell_area))
 
 
 def _edge_interpolation(length: int, source_length: int, offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,15 +101,22 @@ def centre_with_edge_padding(image: np.ndarray, height: int, width: int) -> np.n
     return data.astype(np.float32)
 
 
-def prepare_image(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """One image as the model's HxWx3 float32 input, values 0-1 (DeepDanbooru's `load_image_for_evaluate`).
-
-    TensorFlow is imported here, not at module level: the tagger has loaded it already, and importing this module
-    stays cheap.
-    """
-    import tensorflow as tf
-
-    resized = tf.image.resize(
-        rgb_array(image), size=(height, width), method=tf.image.ResizeMethod.AREA, preserve_aspect_ratio=True
-    ).numpy()
+def prepare_pixels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Decoded uint8 RGB pixels as the model's HxWx3 float32 input, values 0-1 (resize, centre, / 255)."""
+    resized = area_resize(pixels, *fitted_size(pixels.shape[0], pixels.shape[1], height, width))
     return centre_with_edge_padding(resized, height, width) / np.float32(255.0)
+
+
+def prepare_image(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """A Pillow image as the model's input, its pixels taken as TensorFlow's PNG decoder would give them."""
+    return prepare_pixels(rgb_array(image), height, width)
+
+
+def model_input(path: Path | None, image: Image.Image, height: int, width: int) -> np.ndarray:
+    """The model's HxWx3 float32 input (0-1) for one post, from the bytes DeepDanbooru would read.
+
+    The file at `path` is decoded as TensorFlow decodes it for DeepDanbooru (JPEG, PNG, GIF); other formats
+    (WebP, BMP, ...), and a missing `path`, use `image`, the same file as Pillow decoded it.
+    """
+    pixels = decode_like_tensorflow(path.read_bytes()) if path is not None else None
+    return prepare_pixels(rgb_array(image) if pixels is None else pixels, height, width)
