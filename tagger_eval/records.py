@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, TypeVar
 
@@ -69,7 +70,17 @@ class PostResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status.value}
+        """`asdict` with the status as its value: the containers copied, the kept probabilities (thousands of
+        floats per post) shallowly, as their keys and values are immutable (asdict deep-copied each one)."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("probabilities", "categories"):
+            if data[name] is not None:
+                data[name] = dict(data[name])
+        for name in ("missed_tags", "wrong_tags", "truth_tags"):
+            if data[name] is not None:
+                data[name] = list(data[name])
+        data["counts"] = deepcopy(self.counts)
+        return {**data, "status": self.status.value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PostResult:

@@ -137,12 +137,12 @@ def select_tags(
     probability, because every Danbooru post has exactly one.
     """
     if character_threshold is None or not categories:
-        selected = {tag for tag, p in probabilities.items() if not is_rating(tag) and p > threshold}
+        selected = {tag for tag, p in probabilities.items() if p > threshold and not is_rating(tag)}
     else:
         selected = {
             tag
             for tag, p in probabilities.items()
-            if not is_rating(tag) and p > (character_threshold if categories.get(tag) == CHARACTER else threshold)
+            if p > (character_threshold if categories.get(tag) == CHARACTER else threshold) and not is_rating(tag)
         }
     ratings = [(p, tag) for tag, p in probabilities.items() if is_rating(tag)]
     if ratings:

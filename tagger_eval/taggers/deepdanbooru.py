@@ -254,6 +254,8 @@ class DeepDanbooruTagger(Tagger):
         if not samples:
             return []
         probabilities = check_probabilities(self.run(self.preprocess(samples)), self.model_path)
+        if len(set(self.tags)) == len(self.tags):  # no tag listed twice: nothing to merge
+            return [dict(zip(self.tags, row, strict=True)) for row in probabilities.tolist()]
         results = []
         for row in probabilities.tolist():
             result: dict[str, float] = {}

@@ -91,13 +91,23 @@ def centre_with_edge_padding(image: np.ndarray, height: int, width: int) -> np.n
     Bilinear interpolation with edge-clamped coordinates (a half-pixel offset blends two neighbours; the padding
     repeats the edge pixels): what `skimage.transform.warp(image, translation.inverse, output_shape=(height,
     width), order=1, mode="edge")` computes, done as two separable 1-D interpolations.
+
+    An axis whose offset is a whole number needs no blending: its weights are all 0, and the pixels are only
+    gathered (not at all when the image already spans it). For the finite values a resize gives, that is exactly
+    what the blend computes, without its float64 passes over the whole image.
     """
-    source_height, source_width = image.shape[:2]
-    data = image.astype(np.float64, copy=False)
-    low, high, weight = _edge_interpolation(height, source_height, (height - source_height) / 2)
-    data = data[low] * (1 - weight)[:, None, None] + data[high] * weight[:, None, None]
-    low, high, weight = _edge_interpolation(width, source_width, (width - source_width) / 2)
-    data = data[:, low] * (1 - weight)[None, :, None] + data[:, high] * weight[None, :, None]
+    data = image
+    for axis, length in enumerate((height, width)):
+        source_length = data.shape[axis]
+        low, high, weight = _edge_interpolation(length, source_length, (length - source_length) / 2)
+        if not weight.any():
+            if length != source_length or not np.array_equal(low, np.arange(length)):
+                data = np.take(data, low, axis=axis)
+            continue
+        data = data.astype(np.float64, copy=False)
+        shape = (-1, 1, 1) if axis == 0 else (1, -1, 1)
+        data = (np.take(data, low, axis=axis) * (1 - weight).reshape(shape)
+                + np.take(data, high, axis=axis) * weight.reshape(shape))
     return data.astype(np.float32)
 
 
@@ -116,7 +126,8 @@ def model_input(path: Path | None, image: Image.Image, height: int, width: int) 
     """The model's HxWx3 float32 input (0-1) for one post, from the bytes DeepDanbooru would read.
 
     The file at `path` is decoded as TensorFlow decodes it for DeepDanbooru (JPEG, PNG, GIF); other formats
-    (WebP, BMP, ...), and a missing `path`, use `image`, the same file as Pillow decoded it.
+    (WebP, BMP, ...), and a missing `path`, use `image`, the same file as Pillow decoded it. So does a PNG, which
+    Pillow decodes to TensorFlow's pixels (`rgb_array`): the file is not decoded a second time.
     """
-    pixels = decode_like_tensorflow(path.read_bytes()) if path is not None else None
+    pixels = decode_like_tensorflow(path.read_bytes()) if path is not None and image.format != "PNG" else None
     return prepare_pixels(rgb_array(image) if pixels is None else pixels, height, width)
