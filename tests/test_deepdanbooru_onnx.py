@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import refusing
 from builders import DD_MODEL_NAME, DD_SIZE, DD_TAGS, build_deepdanbooru_model, write_deepdanbooru_project
 from PIL import Image
 
@@ -267,18 +268,7 @@ def test_keras_and_onnx_agree_on_the_demo_images(project: Path, cache: Path, dem
 
 BLOCKED = ("tensorflow", "tf_keras", "keras", "onnx")
 # An import hook that refuses the blocked packages (what a machine without them does).
-BLOCK = f"""
-import importlib.abc, sys
-blocked = {BLOCKED!r}
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if any(name == b or name.startswith(b + ".") for b in blocked):
-            raise ImportError(f"blocked in this test: {{name}}")
-        return None
-
-sys.meta_path.insert(0, Refuse())
-"""
+BLOCK = refusing(BLOCKED)
 # Evaluates, then names any blocked package that got imported.
 EVALUATE = BLOCK + """
 from tagger_eval.taggers.deepdanbooru import ENTRIES

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from blocked_imports import refusing
 
 from tagger_eval.config import parse_run_config
 from tagger_eval.reports.results import build_document, dataset_identity, save
@@ -16,17 +17,8 @@ from tagger_eval.run.evaluation import Evaluation
 
 BLOCKED = ("onnxruntime", "tensorflow", "tf_keras", "torch", "tagger_eval.taggers", "tagger_eval.run")
 # Runs the CLI with an import hook that refuses the blocked modules, then reports what got imported.
-RUNNER = """
-import importlib.abc, json, sys
-blocked = {blocked!r}
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if any(name == b or name.startswith(b + ".") for b in blocked):
-            raise ImportError(f"blocked in this test: {{name}}")
-        return None
-
-sys.meta_path.insert(0, Refuse())
+RUNNER = refusing(BLOCKED) + """
+import json
 from tagger_eval.cli import main
 status = main(sys.argv[1:])
 print(json.dumps(sorted(name for name in sys.modules if any(name.startswith(b) for b in blocked))))
@@ -50,7 +42,7 @@ def results_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_blocked(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", RUNNER.format(blocked=BLOCKED), *args],
+    return subprocess.run([sys.executable, "-c", RUNNER, *args],
                           capture_output=True, text=True, timeout=120)
 
 
