@@ -117,23 +117,18 @@ non_negative_float = _number(float, 0.0)
 fraction = _number(float, 0.0, 1.0)
 
 
-def choice(enum: type[E]) -> Callable[[str], E]:
+def choice(enum: type[E], what: str | None = None) -> Callable[[str], E]:
+    """One of `enum`'s values; the error calls the value `what` (default: the enum's name)."""
+
     def parse(text: str) -> E:
         try:
             return enum(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"unknown {enum.__name__} {text!r}; expected one of {', '.join(enum)}") from None
+                f"unknown {what or enum.__name__} {text!r}; expected one of {', '.join(enum)}") from None
 
     parse.__name__ = enum.__name__
     return parse
-
-
-def _tag_scope(text: str) -> TagScope:
-    try:
-        return TagScope(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown scope {text!r}; expected one of {', '.join(TagScope)}") from None
 
 
 # The options, declared once for pytest's parser and for argparse.
@@ -177,7 +172,8 @@ RUN_OPTIONS = (
     Option("--character-threshold", "threshold for character tags (default: per tagger, e.g. 0.85 for WD14); "
            "repeatable", _values("[NAME=]FLOAT", tagger_threshold)),
     Option("--tag-scope", "which truth tags count (default: all, every Danbooru tag; shared: the tags every selected "
-           "tagger can output)", {"type": _tag_scope, "default": TagScope.ALL, "metavar": "|".join(TagScope)}),
+           "tagger can output)",
+           {"type": choice(TagScope, "scope"), "default": TagScope.ALL, "metavar": "|".join(TagScope)}),
     Option("--expand-implications", "add to each post's truth what its tags imply (needs the dataset's "
            "tag_implications)", {"action": "store_true"}),
     Option("--tagger-metrics", "full: also P=R threshold, F1, F2, MCC, average precision per category, the best "
