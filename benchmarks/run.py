@@ -87,12 +87,22 @@ LAUNCHER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:
             "print('peak-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
-def pytest_run(arguments: list[str], workdir: Path) -> tuple[float, float]:
+# The plugins an installed tagger-eval runs with (its own and pytest-benchmark, a dependency). Those of the test
+# extras (hypothesis, pytest-xdist, pytest-httpserver) cost about 1 s of start-up in this checkout's environment, a
+# cost of the environment rather than of the evaluation: `--all-plugins` times the run with them.
+RUN_PLUGINS = ("-p", "tagger_eval.run.plugin", "-p", "pytest_benchmark.plugin")
+
+
+def pytest_run(arguments: list[str], workdir: Path, all_plugins: bool = False) -> tuple[float, float]:
     """Wall seconds and peak resident memory (MiB) of one `pytest` subprocess."""
     command = [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-               "--benchmark-disable", "--no-tagger-results", "--score-floor=-1000", *arguments]
+               *(() if all_plugins else RUN_PLUGINS), "--benchmark-disable", "--no-tagger-results",
+               "--score-floor=-1000", *arguments]
+    environment = dict(os.environ)
+    if not all_plugins:
+        environment["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     start = time.perf_counter()
-    completed = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
+    completed = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False, env=environment)
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
         raise SystemExit(f"pytest failed:\n{completed.stdout[-3000:]}{completed.stderr[-2000:]}")
@@ -128,7 +138,7 @@ class WebuiHandler(BaseHTTPRequestHandler):
         self.reply({"caption": caption})
 
 
-def http_seconds(model_dir: Path, db_path: Path, workdir: Path) -> float:
+def http_seconds(model_dir: Path, db_path: Path, workdir: Path, all_plugins: bool = False) -> float:
     WebuiHandler.tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
     server = ThreadingHTTPServer(("127.0.0.1", 0), WebuiHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -136,7 +146,7 @@ def http_seconds(model_dir: Path, db_path: Path, workdir: Path) -> float:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         seconds, _ = pytest_run([f"--tagger=webui:{url}#bench", f"--dataset={db_path}", "--http-timeout=600"],
-                                workdir)
+                                workdir, all_plugins)
     finally:
         server.shutdown()
     return seconds
@@ -164,6 +174,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="images per measurement (default 32)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--all-plugins", action="store_true",
+                        help="time the evaluation with every pytest plugin of this environment loaded")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tagger-eval-bench-"))
     db_path = dataset_of(args.images, workdir / "dataset")
@@ -173,12 +185,12 @@ def main() -> None:
         raw = raw_seconds(model_dir, db_path, args.batch_size)
         family = "deepdanbooru" if name in KERAS_MODELS else "wd14-onnx"
         evaluation, peak = pytest_run([f"--tagger={family}:{model_dir}", f"--dataset={db_path}",
-                                       f"--tagger-batch-size={args.batch_size}"], workdir)
+                                       f"--tagger-batch-size={args.batch_size}"], workdir, args.all_plugins)
         print(f"{name}: raw {args.images / raw:.2f} images/s, eval {args.images / evaluation:.2f} images/s "
               f"(peak {peak:.0f} MiB)")
         print(f"{name}: eval/raw = {evaluation / raw:.2f}")
         if not args.skip_http and name in ONNX_MODELS:  # the webui serves WD models; hydrus-dd is not timed here
-            http = http_seconds(model_dir, db_path, workdir)
+            http = http_seconds(model_dir, db_path, workdir, args.all_plugins)
             print(f"{name}: http {args.images / http:.2f} images/s")
             print(f"{name}: http/raw = {http / raw:.2f}")
     small, large = dataset_of(96, workdir / "small"), dataset_of(960, workdir / "large")

@@ -1,7 +1,13 @@
-"""Fixtures shared by the project's tests: small real data.db files built from the bundled demo posts."""
+"""Fixtures shared by the project's tests: small real data.db files built from the bundled demo posts.
+
+Also the hypothesis profiles: `ci` (chosen when CI is set) is derandomised and bounded so CI runs are repeatable;
+pick one with HYPOTHESIS_PROFILE. They live here, not in a conftest at the root, which pytest would also load into
+every evaluation run from this checkout (`tagger_eval/run/post_tests.py` lies under the root).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -9,8 +15,14 @@ from pathlib import Path
 
 import pytest
 from builders import build_wd14_model
+from hypothesis import HealthCheck, settings
 
 from tagger_eval.run.evaluation import DEFAULT_DATASET
+
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

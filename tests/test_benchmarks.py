@@ -29,5 +29,8 @@ def test_each_measurement_runs_on_a_tiny_model(bench, wd14_v3_dir: Path, tmp_pat
     seconds, peak_mib = bench.pytest_run([f"--tagger=wd14-onnx:{wd14_v3_dir}", f"--dataset={db_path}",
                                           "--tagger-batch-size=8"], tmp_path)
     assert seconds > 0 and 10 < peak_mib < 10_000
+    with_all_plugins, _ = bench.pytest_run([f"--tagger=wd14-onnx:{wd14_v3_dir}", f"--dataset={db_path}"], tmp_path,
+                                           all_plugins=True)
+    assert with_all_plugins > 0
     assert bench.http_seconds(wd14_v3_dir, db_path, tmp_path) > 0
     assert bench.scoring_seconds(posts=1_000) >= 0

@@ -52,6 +52,6 @@ def score_post(predicted: Iterable[str], truth: Iterable[str]) -> PostScore:
         predicted_size=len(predicted_set),
         rating_predicted=bool(predicted_ratings),
         rating_correct=bool(predicted_ratings & truth_set),
-        practical_incorrect=sum(1 for tag in wrong if not is_rating(tag)),
+        practical_incorrect=len(wrong - predicted_ratings),
         practical_predicted=len(predicted_set) - len(predicted_ratings),
     )
