@@ -6,6 +6,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from builders import build_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from tagger_eval.tags import (
     rating_tag,
     split_tag_string,
 )
-from tests.builders import build_dataset
 
 
 @pytest.mark.parametrize(
