@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tagger_eval.scoring.scope import TagScope
 from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatching
 
 E = TypeVar("E", bound=StrEnum)
+V = TypeVar("V", float, str)
 # Decoded pixels per image above which a post is skipped: 40 megapixels (a 6300x6300 image, 120 MB as RGB) holds
 # every ordinary Danbooru post; Pillow itself only warns below 89 megapixels and refuses above twice that.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
@@ -86,6 +87,14 @@ def tagger_float(text: str) -> TaggerValue:
     return name, value
 
 
+def tagger_profile(text: str) -> tuple[str | None, str]:
+    """`PROFILE` (every tagger that publishes threshold profiles) or `NAME=PROFILE` (one tagger)."""
+    name, _, profile = text.rpartition("=")
+    if not profile.strip():
+        raise argparse.ArgumentTypeError(f"expected PROFILE or NAME=PROFILE, got {text!r}")
+    return name or None, profile.strip()
+
+
 def tagger_threshold(text: str) -> TaggerValue:
     """`tagger_float` in [0, 1): a tag is predicted when its probability is strictly greater."""
     name, value = _split_tagger_value(text)
@@ -150,7 +159,7 @@ class Option:
                      help=self.help, **self.settings)
 
 
-def _values(metavar: str, parse: Callable[[str], TaggerValue]) -> dict[str, Any]:
+def _values(metavar: str, parse: Callable[[str], tuple[str | None, float | str]]) -> dict[str, Any]:
     return {"action": "append", "default": [], "metavar": metavar, "type": parse}
 
 
@@ -171,6 +180,9 @@ RUN_OPTIONS = (
            _values("[NAME=]FLOAT", tagger_float)),
     Option("--character-threshold", "threshold for character tags (default: per tagger, e.g. 0.85 for WD14); "
            "repeatable", _values("[NAME=]FLOAT", tagger_threshold)),
+    Option("--threshold-profile", "a threshold profile of the taggers whose authors publish several (Camie v2: "
+           "micro-opt, the default, or macro-opt); --threshold overrides it; repeatable",
+           _values("[NAME=]PROFILE", tagger_profile)),
     Option("--tag-scope", "which truth tags count (default: all, every Danbooru tag; shared: the tags every selected "
            "tagger can output)",
            {"type": choice(TagScope, "scope"), "default": TagScope.ALL, "metavar": "|".join(TagScope)}),
@@ -215,15 +227,16 @@ RUN_OPTIONS = (
 
 
 @dataclass(frozen=True)
-class PerTagger:
-    """A setting given for every tagger (`FLOAT`) and/or for some (`NAME=FLOAT`); the last value given wins."""
+class PerTagger(Generic[V]):
+    """A setting given for every tagger (`VALUE`) and/or for some (`NAME=VALUE`); the last value given wins."""
 
-    default: float | None = None
-    by_name: Mapping[str, float] = field(default_factory=dict)
+    default: V | None = None
+    by_name: Mapping[str, V] = field(default_factory=dict)
 
     @classmethod
-    def from_values(cls, values: Iterable[TaggerValue]) -> PerTagger:
-        default, by_name = None, {}
+    def from_values(cls, values: Iterable[tuple[str | None, V]]) -> PerTagger[V]:
+        default: V | None = None
+        by_name: dict[str, V] = {}
         for name, value in values:
             if name is None:
                 default = value
@@ -231,7 +244,7 @@ class PerTagger:
                 by_name[name] = value
         return cls(default, by_name)
 
-    def pick(self, spec: TaggerSpec, fallback: float | None) -> float | None:
+    def pick(self, spec: TaggerSpec, fallback: V | None) -> V | None:
         """The value for one tagger: by its label, then its name, then the global value, then `fallback`."""
         for key in (spec.label, spec.name):
             if key in self.by_name:
@@ -276,9 +289,10 @@ class RunConfig:
     taggers: tuple[TaggerSpec, ...]
     unavailable: Mapping[str, str] = field(default_factory=dict)  # taggers `all` left out -> why
     dataset: Path | None = None  # None: the bundled demo dataset
-    thresholds: PerTagger = PerTagger()
-    floors: PerTagger = PerTagger()
-    character_thresholds: PerTagger = PerTagger()
+    thresholds: PerTagger[float] = PerTagger()
+    floors: PerTagger[float] = PerTagger()
+    character_thresholds: PerTagger[float] = PerTagger()
+    threshold_profiles: PerTagger[str] = PerTagger()
     scope: TagScope = TagScope.ALL
     expand_implications: bool = False
     metrics: MetricsMode = MetricsMode.OFF
@@ -304,6 +318,7 @@ class RunConfig:
             taggers=tuple(specs), unavailable=unavailable, dataset=options.dataset,
             thresholds=PerTagger.from_values(options.threshold), floors=PerTagger.from_values(options.score_floor),
             character_thresholds=PerTagger.from_values(options.character_threshold),
+            threshold_profiles=PerTagger.from_values(options.threshold_profile),
             scope=options.tag_scope, expand_implications=options.expand_implications, metrics=options.tagger_metrics,
             soft_score_matching=options.soft_score_matching, soft_score_similarity=options.soft_score_similarity,
             batch_size=options.tagger_batch_size, max_image_pixels=options.max_image_pixels,
@@ -319,7 +334,8 @@ class RunConfig:
         """What no single option can check alone."""
         labels = {spec.label for spec in self.taggers} | {spec.name for spec in self.taggers}
         for option, values in (("--threshold", self.thresholds), ("--score-floor", self.floors),
-                                ("--character-threshold", self.character_thresholds)):
+                                ("--character-threshold", self.character_thresholds),
+                                ("--threshold-profile", self.threshold_profiles)):
             for name in values.by_name:
                 if name not in labels:
                     raise ConfigError(f"{option}: {name!r} is not a selected tagger ({', '.join(sorted(labels))})")

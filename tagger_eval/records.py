@@ -36,6 +36,7 @@ class PostResult:
     floor: float
     threshold: float | None  # None: the server applied its own
     character_threshold: float | None = None
+    threshold_profile: str | None = None  # the authors' named threshold the general one comes from
     runtime_s: float | None = None
     counts: dict[str, Any] | None = None
     missed_tags: list[str] = field(default_factory=list)
@@ -134,6 +135,7 @@ class TaggerSummary:
     failed: int
     skipped: int
     errors: int
+    threshold_profile: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaggerSummary:
@@ -166,6 +168,7 @@ class TaggerSummary:
             failed=sum(not result.passed for result in scored),
             skipped=sum(result.status == PostStatus.SKIPPED for result in results),
             errors=sum(result.status == PostStatus.ERROR for result in results),
+            threshold_profile=results[0].threshold_profile,
         )
 
 

@@ -6,13 +6,16 @@ import re
 import unicodedata
 from functools import lru_cache
 
-# Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings.
+# Danbooru's tag categories, plus the category WD14's selected_tags.csv uses for ratings and the one deepghs uses
+# for the year tags Camie outputs (Danbooru has no year category).
 GENERAL = 0
 ARTIST = 1
 COPYRIGHT = 3
 CHARACTER = 4
 META = 5
 RATING = 9
+YEAR = 10
+UNKNOWN_CATEGORY = -1  # a tag whose category neither the model's files nor the dataset give
 
 CATEGORY_NAMES = {
     GENERAL: "general",

@@ -305,14 +305,21 @@ def test_shared_scope_reads_the_vocabularies_without_building_the_taggers() -> N
     def unbuildable(_argument: str | None, _options: TaggerOptions) -> ControlTagger:
         pytest.fail("a tagger was built for its vocabulary")
 
-    entries = [TaggerEntry("test-a", "", unbuildable, vocabulary=lambda _: {"smile": GENERAL, "Long Hair": GENERAL}),
-               TaggerEntry("test-b", "", unbuildable, vocabulary=lambda _: {"long_hair": GENERAL, "hat": GENERAL})]
+    rated = {"rating:general": RATING, "rating:explicit": RATING}
+    entries = [TaggerEntry("test-a", "", unbuildable,
+                           vocabulary=lambda _: {"smile": GENERAL, "Long Hair": GENERAL, **rated}),
+               TaggerEntry("test-b", "", unbuildable,
+                           vocabulary=lambda _: {"long_hair": GENERAL, "hat": GENERAL, **rated}),
+               TaggerEntry("test-unrated", "", unbuildable, vocabulary=lambda _: {"long_hair": GENERAL})]
     with registered(*entries):
-        evaluation = Evaluation(parse_run_config(["--tagger=test-a,test-b", "--tag-scope=shared"]))
-        try:
-            assert evaluation.truth_options().shared_vocabulary == {"long_hair"} | RATING_TAGS
-        finally:
-            evaluation.close()
+        for taggers, expected in (("test-a,test-b", {"long_hair"} | RATING_TAGS),
+                                  # Ratings count only when every selected tagger outputs one.
+                                  ("test-a,test-unrated", {"long_hair"})):
+            evaluation = Evaluation(parse_run_config([f"--tagger={taggers}", "--tag-scope=shared"]))
+            try:
+                assert evaluation.truth_options().shared_vocabulary == expected
+            finally:
+                evaluation.close()
 
 
 # --- a hub-published family: data plus a build function -------------------------------------------------------------
@@ -328,8 +335,8 @@ def test_a_published_model_declares_its_entry(tmp_path: Path, monkeypatch) -> No
         built.append(at)
         return ControlTagger()
 
-    def read_tags(path: Path) -> dict[str, int]:
-        return dict.fromkeys(path.read_text().split(), GENERAL)
+    def read_tags(files: Mapping[str, Path]) -> dict[str, int]:
+        return dict.fromkeys(files["tags.txt"].read_text().split(), GENERAL)
 
     missing: list[str | None] = ["onnxruntime is not installed"]
     entry = model.entry(build, missing_package=lambda: missing[0], read_tags=read_tags)

@@ -100,7 +100,8 @@ def test_per_tagger_floor_and_threshold(pytester: pytest.Pytester) -> None:
 def test_unknown_tagger_is_a_usage_error_listing_known_ones(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--tagger=wd99-imaginary")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown tagger 'wd99-imaginary'; known taggers: control, *demo-histogram*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown tagger 'wd99-imaginary'; known taggers: camie-v2, control, *demo-histogram*"])
 
 
 def test_malformed_dataset_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -41,7 +41,7 @@ def test_an_unknown_name_suggests_the_closest_registered_ones() -> None:
         parse_specs("control,wd14-vitt")
     assert str(error.value).startswith("--tagger=control,wd14-vitt: unknown tagger 'wd14-vitt' (did you mean "
                                        "'wd14-vit'")
-    assert "; known taggers: control, " in str(error.value)
+    assert "; known taggers: camie-v2, control, " in str(error.value)
     with pytest.raises(UnknownTaggerError, match=r"unknown tagger 'Demo-Pixle' \(did you mean 'demo-pixel'"):
         parse_specs("Demo-Pixle")
 

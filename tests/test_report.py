@@ -369,7 +369,7 @@ def test_the_page_has_the_leaderboard_in_order_with_the_terminal_cells(document:
         ("3", "0", "1", "1")
     assert rows["best"]["threshold"] == "0.50"
     assert rows["norating"]["threshold"] == "0.35/c0.85"
-    assert rows["norating"]["rating err"] == "-"
+    assert rows["norating"]["rating err"] == "n/a"
     assert rows[WEBUI]["threshold"] == "server" and rows[WEBUI]["ms/image"] == "-"
     assert rows["nothing"]["posts"] == "0" and rows["nothing"]["mean score"] == "-"
     assert page.rows == table_rows(document)

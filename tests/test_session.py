@@ -397,7 +397,7 @@ def test_format_table(results: list[PostResult]) -> None:
     mid = lines[3].split()
     # tagger threshold posts mean median ms/image wrong practical rating pass fail skip errors
     assert mid == ["mid", "0.50", "3", "0.444", "0.500", "20.0", "25.0%", "16.7%", "50.0%", "2", "1", "1", "1"]
-    assert lines[5].split() == ["nothing", "0.50", "0", "-", "-", "-", "-", "-", "-", "0", "0", "1", "0"]
+    assert lines[5].split() == ["nothing", "0.50", "0", "-", "-", "-", "-", "-", "n/a", "0", "0", "1", "0"]
     widths = {len(line) for line in lines[:2]}
     assert len(widths) == 1  # the separator is as wide as the header
 

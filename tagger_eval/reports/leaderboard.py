@@ -26,12 +26,14 @@ COLUMNS = (
 
 
 def _threshold_cell(summary: TaggerSummary) -> str:
-    """`0.35`, `0.35/c0.85` with a character threshold of its own, or `server` when the server applied its own."""
+    """`0.35`, `0.35/c0.85` with a character threshold of its own, `0.61 micro-opt` from the authors' named
+    profile, or `server` when the server applied its own."""
     if summary.threshold is None:
         return "server"
+    profile = f" {summary.threshold_profile}" if summary.threshold_profile else ""
     if summary.character_threshold is None or summary.character_threshold == summary.threshold:
-        return f"{summary.threshold:.2f}"
-    return f"{summary.threshold:.2f}/c{summary.character_threshold:.2f}"
+        return f"{summary.threshold:.2f}{profile}"
+    return f"{summary.threshold:.2f}/c{summary.character_threshold:.2f}{profile}"
 
 
 def _cell(summary: TaggerSummary, attribute: str, template: str) -> str:
@@ -39,7 +41,7 @@ def _cell(summary: TaggerSummary, attribute: str, template: str) -> str:
         return _threshold_cell(summary)
     value = getattr(summary, attribute)
     if value is None:
-        return "-"
+        return "n/a" if attribute == "rating_error_rate" else "-"  # a tagger without a rating output
     return template.format(value * 1000 if attribute == "mean_runtime_s" else value)
 
 

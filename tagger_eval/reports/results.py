@@ -46,7 +46,7 @@ from tagger_eval.tags import printable
 SCHEMA = "tagger-eval/results"
 SCHEMA_VERSION = 1
 # Per post, what the tagger-level entry already says.
-_TAGGER_LEVEL = ("tagger", "post", "floor", "threshold", "character_threshold")
+_TAGGER_LEVEL = ("tagger", "post", "floor", "threshold", "character_threshold", "threshold_profile")
 # Per post, what only the run's metrics need (summarised under the tagger's "metrics").
 _METRICS_INPUT = ("truth_tags", "probabilities", "categories")
 # The bounds `load` accepts beyond the types (README "Results files").
@@ -240,7 +240,8 @@ _BY_ANNOTATION = {"int": _COUNT, "bool": _FLAG, "float": _NUMBER, "str": _TEXT, 
 
 def _dataclass_fields(cls: type, **narrower: _Check) -> dict[str, _Check]:
     """A check per field of a dataclass saved with `asdict`, by its annotation unless `narrower` gives one."""
-    return {field.name: narrower.get(field.name, _BY_ANNOTATION[str(field.type)]) for field in fields(cls)}
+    return {field.name: narrower[field.name] if field.name in narrower else _BY_ANNOTATION[str(field.type)]
+            for field in fields(cls)}
 
 
 def _fields(required: Mapping[str, _Check], optional: Mapping[str, _Check] | None = None) -> _Check:
@@ -286,10 +287,13 @@ _POST_FIELDS = _fields({"status": _STATUS}, {
     **_dataclass_fields(PostScore, score=_SCORE),
     "runtime_s": _SECONDS_OR_NULL, "missed_tags": _TAGS, "wrong_tags": _TAGS, "reason": _TEXT_OR_NULL,
 })
-_SUMMARY = _fields(_dataclass_fields(
+_SUMMARY_FIELDS = _dataclass_fields(
     TaggerSummary, mean_score=_SCORE_OR_NULL, median_score=_SCORE_OR_NULL, mean_runtime_s=_SECONDS_OR_NULL,
     error_rate=_RATE_OR_NULL, practical_error_rate=_RATE_OR_NULL, rating_error_rate=_RATE_OR_NULL,
-))
+    threshold_profile=_TEXT_OR_NULL,
+)
+_SUMMARY = _fields({name: check for name, check in _SUMMARY_FIELDS.items() if name != "threshold_profile"},
+                   {"threshold_profile": _TEXT_OR_NULL})  # absent from documents written before profiles
 _TAGGER = _fields({
     "identity": _OBJECT, "threshold": _NUMBER_OR_NULL, "character_threshold": _NUMBER_OR_NULL, "score_floor": _NUMBER,
     "summary": _SUMMARY,

@@ -21,8 +21,8 @@ from tagger_eval.run.batching import BatchPredictor, InferenceRunner
 from tagger_eval.scoring.post_score import PostScore, score_post
 from tagger_eval.scoring.scope import TagScope, scoped_tags
 from tagger_eval.taggers import Tagger, create, normalise_prediction, read_vocabulary, select_tags
-from tagger_eval.taggers.base import resolve_rating_aliases
-from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, is_rating, normalise_tag, rating_tag
+from tagger_eval.taggers.base import TaggerError, resolve_rating_aliases
+from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, UNKNOWN_CATEGORY, is_rating, normalise_tag, rating_tag
 
 PROBABILITY_FLOOR = 0.01  # probabilities kept per post for the run's metrics; lower ones count as 0
 T = TypeVar("T")
@@ -41,6 +41,7 @@ class TaggerSettings:
     scope: TagScope
     character_threshold: float | None = None
     keep_probabilities_above: float | None = None  # the storage floor when the run computes metrics
+    threshold_profile: str | None = None  # the authors' named threshold the general one comes from
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ class TaggerRun:
         self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
         self.truth_options = truth_options or TruthOptions()
-        self.vocabulary = aligned_vocabulary(tagger, self.tag_aliases)
+        self.vocabulary = aligned_vocabulary(tagger, self.tag_aliases, self.truth_options.categories)
+        # A tagger without a rating output (PixAI, JoyTag, ML-Danbooru) is not charged a missed rating on every post.
+        self.scores_ratings = self.vocabulary is None or any(
+            category == RATING or is_rating(tag) for tag, category in self.vocabulary.items())
         shared = self.truth_options.shared_vocabulary
         self.scope_vocabulary = shared if settings.scope == TagScope.SHARED and shared is not None else self.vocabulary
 
@@ -103,7 +107,7 @@ class TaggerRun:
         truth = self._truth(post)
         probabilities = normalise_prediction(output, self.tag_aliases)
         selected = select_tags(probabilities, self.settings.threshold, self.settings.character_threshold,
-                               self.vocabulary)
+                               self.vocabulary, self.tagger.character_categories)
         selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
         # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
         categories = ChainMap(dict(post_tags), self.vocabulary or {})
@@ -128,6 +132,8 @@ class TaggerRun:
     def _truth(self, post: Post) -> set[str]:
         """The post's truth in scope. A rating alone is not a tag list: a post needs a truth tag besides it."""
         truth = scoped_tags(post.tags, post.tags, self.settings.scope, self.scope_vocabulary)
+        if not self.scores_ratings:
+            truth = {tag for tag in truth if not is_rating(tag)}
         if not any(not is_rating(tag) for tag in post.tags):
             raise PostSkipped(f"post {post.id} has no tags besides its rating: a rating alone is not scored")
         if not any(not is_rating(tag) for tag in truth):
@@ -167,6 +173,7 @@ class TaggerRun:
             "floor": self.settings.score_floor,
             "threshold": None if by_server else self.settings.threshold,
             "character_threshold": None if by_server else self.settings.character_threshold,
+            "threshold_profile": None if by_server else self.settings.threshold_profile,
         }
 
     def close(self) -> None:
@@ -174,19 +181,25 @@ class TaggerRun:
         self.tagger.close()
 
 
-def aligned_vocabulary(tagger: Tagger, tag_aliases: Mapping[str, str]) -> dict[str, int] | None:
+def aligned_vocabulary(tagger: Tagger, tag_aliases: Mapping[str, str],
+                       known_categories: Mapping[str, int] | None = None) -> dict[str, int] | None:
     """The tagger's vocabulary in today's names, with the ratings a coarse rating stands for (so `vocabulary`
     scope keeps them); None for an open vocabulary."""
-    return align_vocabulary(tagger.vocabulary(), tag_aliases, tagger.rating_aliases)
+    return align_vocabulary(tagger.vocabulary(), tag_aliases, tagger.rating_aliases, known_categories)
 
 
 def align_vocabulary(vocabulary: Mapping[str, int] | None, tag_aliases: Mapping[str, str],
-                     rating_aliases: Mapping[str, frozenset[str]]) -> dict[str, int] | None:
-    """`aligned_vocabulary` of a vocabulary read without the tagger (`read_vocabulary`)."""
+                     rating_aliases: Mapping[str, frozenset[str]],
+                     known_categories: Mapping[str, int] | None = None) -> dict[str, int] | None:
+    """`aligned_vocabulary` of a vocabulary read without the tagger (`read_vocabulary`). A tag the model's files
+    give no category (JoyTag, ML-Danbooru) takes the dataset's (`known_categories`) when it has one."""
     if vocabulary is None:
         return None
     names = ((normalise_tag(tag), category) for tag, category in vocabulary.items())
     aligned = {tag_aliases.get(tag, tag): category for tag, category in names}
+    if known_categories:
+        aligned = {tag: known_categories.get(tag, category) if category == UNKNOWN_CATEGORY else category
+                   for tag, category in aligned.items()}
     for targets in rating_aliases.values():
         aligned.update(dict.fromkeys(targets, RATING))
     return aligned
@@ -234,9 +247,12 @@ class Evaluation:
 
     def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
         config = self.config
-        threshold = config.thresholds.pick(spec, tagger.default_threshold)
+        profile = self._threshold_profile(spec, tagger)
+        given = config.thresholds.pick(spec, None)  # a threshold given overrides the profile
+        threshold = given if given is not None else (
+            tagger.threshold_profiles[profile] if profile is not None else tagger.default_threshold)
         floor = config.floors.pick(spec, tagger.default_score_floor)
-        assert threshold is not None and floor is not None
+        assert floor is not None
         return TaggerSettings(
             spec=spec,
             threshold=threshold,
@@ -244,7 +260,23 @@ class Evaluation:
             scope=config.scope,
             character_threshold=config.character_thresholds.pick(spec, tagger.default_character_threshold),
             keep_probabilities_above=PROBABILITY_FLOOR if config.metrics != MetricsMode.OFF else None,
+            threshold_profile=profile if given is None else None,
         )
+
+    def _threshold_profile(self, spec: TaggerSpec, tagger: Tagger) -> str | None:
+        """The profile asked for (a global one applies only to taggers that publish profiles), else the tagger's
+        default; one it does not publish is an error naming those it does."""
+        profiles = self.config.threshold_profiles
+        named = next((profiles.by_name[key] for key in (spec.label, spec.name) if key in profiles.by_name), None)
+        if not tagger.threshold_profiles:
+            if named is not None:
+                raise TaggerError(f"--threshold-profile: {spec.label} publishes no threshold profiles")
+            return None
+        profile = named or profiles.default or tagger.default_profile
+        if profile is not None and profile not in tagger.threshold_profiles:
+            raise TaggerError(f"--threshold-profile: {spec.label} has no profile {profile!r}; it publishes "
+                              f"{', '.join(tagger.threshold_profiles)}")
+        return profile
 
     def truth_options(self) -> TruthOptions:
         """`shared` scope completes them on first use: it reads every selected tagger's vocabulary once."""
@@ -256,18 +288,28 @@ class Evaluation:
     def _shared_vocabulary(self) -> frozenset[str] | None:
         """The tags every selected tagger can output (open vocabularies restrict nothing), ratings always kept."""
         shared: frozenset[str] | None = None
+        all_rate = True
         for spec in self.specs:
             # Read from the tag files, without loading the models. The ratings a coarse rating stands for need no
-            # adding: every rating is kept below.
+            # adding: ratings are kept or dropped all together below.
             vocabulary = align_vocabulary(read_vocabulary(spec, self.config.tagger_options), self.tag_aliases, {})
             if vocabulary is not None:
                 shared = frozenset(vocabulary) if shared is None else shared & vocabulary.keys()
-        return None if shared is None else shared | RATING_TAGS
+                all_rate = all_rate and any(is_rating(tag) or category == RATING
+                                            for tag, category in vocabulary.items())
+        if shared is None:
+            return None
+        # Ratings count only when every selected tagger outputs one: else the comparison charges some for them.
+        return shared | RATING_TAGS if all_rate else shared - RATING_TAGS
 
     def load(self, spec: TaggerSpec) -> TaggerRun:
         tagger = create(spec, self.config.tagger_options)
-        return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
-                         self.config.batch_size, self.orders.get(spec.label, ()), self.config.max_image_pixels)
+        try:
+            return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
+                             self.config.batch_size, self.orders.get(spec.label, ()), self.config.max_image_pixels)
+        except Exception:
+            tagger.close()
+            raise
 
     def close(self) -> None:
         self.dataset.close()

@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 
 from tagger_eval.config import TaggerOptions, TaggerSpec
 from tagger_eval.data.demo_dataset import vocabulary as demo_vocabulary
-from tagger_eval.taggers import deepdanbooru, servers, wd14
+from tagger_eval.taggers import camie, deepdanbooru, joytag, ml_danbooru, pixai, servers, wd14
 from tagger_eval.taggers.base import Sample, Tagger, normalise_prediction, select_tags
 from tagger_eval.taggers.control import ControlTagger
 from tagger_eval.taggers.demo import HistogramTagger, LowResolutionTagger, PixelTagger
@@ -39,6 +39,10 @@ for _entry in (
     _built_in(LowResolutionTagger, "demo: the same analysis on a 24x24 thumbnail", demo_vocabulary),
     _built_in(HistogramTagger, "demo: colours only, guesses every shape is a circle", demo_vocabulary),
     *wd14.ENTRIES,
+    *camie.ENTRIES,
+    *pixai.ENTRIES,
+    *joytag.ENTRIES,
+    *ml_danbooru.ENTRIES,
     *deepdanbooru.ENTRIES,
     *servers.ENTRIES,
 ):

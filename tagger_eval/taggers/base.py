@@ -52,6 +52,11 @@ class Tagger(ABC):
     threshold_applied_by_server: bool = False
     # Ratings the tagger outputs that stand for several of today's (DeepDanbooru's `rating:safe` is g or s).
     rating_aliases: Mapping[str, frozenset[str]] = MappingProxyType({})
+    # The categories the character threshold applies to (PixAI: also the copyrights derived from characters).
+    character_categories: frozenset[int] = frozenset({CHARACTER})
+    # Named general thresholds the authors publish (Camie: micro-opt, macro-opt); `--threshold-profile` picks one.
+    threshold_profiles: Mapping[str, float] = MappingProxyType({})
+    default_profile: str | None = None
 
     def vocabulary(self) -> Mapping[str, int] | None:
         """Tag -> category for every tag the tagger can output; None for an open vocabulary."""
@@ -135,18 +140,19 @@ def select_tags(
     threshold: float,
     character_threshold: float | None = None,
     categories: Mapping[str, int] | None = None,
+    character_categories: frozenset[int] = frozenset({CHARACTER}),
 ) -> set[str]:
     """Tags with probability strictly above the threshold, plus exactly one rating: the most probable one.
 
-    The strict `>` is the model authors' convention. Tags whose category (from `categories`) is character use
-    `character_threshold` when one is given. A rating is always predicted when the tagger outputs any, whatever its
-    probability, because every Danbooru post has exactly one.
+    The strict `>` is the model authors' convention. Tags whose category (from `categories`) is in
+    `character_categories` use `character_threshold` when one is given. A rating is always predicted when the
+    tagger outputs any, whatever its probability, because every Danbooru post has exactly one.
     """
     if character_threshold is None or not categories:
         selected = {tag for tag, p in probabilities.items() if p > threshold}
     else:
         selected = {tag for tag, p in probabilities.items()
-                    if p > (character_threshold if categories.get(tag) == CHARACTER else threshold)}
+                    if p > (character_threshold if categories.get(tag) in character_categories else threshold)}
     ratings = [tag for tag in probabilities if tag.startswith(RATING_PREFIX)]  # no call per tag: 10,000 a post
     selected.difference_update(ratings)
     if ratings:

@@ -51,12 +51,6 @@ class HubFiles:
             paths[filename] = Path(found)
         return paths
 
-    def require_cached(self, fetch_name: str, cache_dir: str | Path | None = None) -> dict[str, Path]:
-        paths = self.cached(cache_dir)
-        if paths is None:
-            raise ModelFilesError(self.missing_message(fetch_name))
-        return paths
-
     def missing_message(self, fetch_name: str) -> str:
         revision = f" at revision {self.revision}" if self.revision else ""
         return (
@@ -157,10 +151,14 @@ class PublishedModel:
     character_threshold: float | None = None  # None: characters use the general threshold
     description: str = ""  # what the listing says before the repository and defaults
     revision: str | None = None
+    extra_files: tuple[str, ...] = ()  # other files the family reads (thresholds, settings)
+    licence: str = ""
+    gated: bool = False  # the repository's files need HF_TOKEN and the model's conditions accepted
+    min_onnxruntime: tuple[int, int] | None = None  # the oldest onnxruntime that runs the model, where published
 
     @property
     def files(self) -> HubFiles:
-        return HubFiles(self.repo_id, (self.model_file, self.tags_file), self.revision)
+        return HubFiles(self.repo_id, (self.model_file, self.tags_file, *self.extra_files), self.revision)
 
     @property
     def fetch_name(self) -> str:
@@ -172,7 +170,8 @@ class PublishedModel:
         """The listing's description: the repository, input size and default thresholds."""
         thresholds = (f"thresholds general {self.threshold}, character {self.character_threshold}"
                       if self.character_threshold is not None else f"threshold {self.threshold}")
-        details = f"{self.repo_id} ({self.input_size}px; {thresholds})"
+        licence = f"; {self.licence}" if self.licence else ""
+        details = f"{self.repo_id} ({self.input_size}px; {thresholds}{licence})"
         return f"{self.description}: {details}" if self.description else details
 
     def at(self, revision: str | None) -> PublishedModel:
@@ -180,31 +179,59 @@ class PublishedModel:
 
     def cached_files(self) -> dict[str, Path]:
         """The model and tag file in the hub cache; ModelFilesError says which command fetches them."""
-        return self.files.require_cached(self.fetch_name)
+        paths = self.files.cached()
+        if paths is None:
+            raise ModelFilesError(self.missing_message())
+        return paths
+
+    def missing_message(self) -> str:
+        gated = (f"; {self.repo_id} is gated: accept its conditions on the hub and set HF_TOKEN before fetching"
+                 if self.gated else "")
+        return self.files.missing_message(self.fetch_name) + gated
 
     def unavailable_reason(self, missing_package: Callable[[], str | None] | None = None) -> str | None:
-        """Why the model cannot run here: the family's missing package first, then files not in the cache."""
+        """Why the model cannot run here: the family's missing package first, an onnxruntime older than the model
+        needs, then files not in the cache."""
         if missing_package is not None and (reason := missing_package()):
             return reason
-        return None if self.files.cached() is not None else self.files.missing_message(self.fetch_name)
+        if (reason := self.onnxruntime_too_old()) is not None:
+            return reason
+        return None if self.files.cached() is not None else self.missing_message()
+
+    def onnxruntime_too_old(self) -> str | None:
+        """Why the installed onnxruntime cannot run the model (its card names the oldest that can), or None."""
+        if self.min_onnxruntime is None:
+            return None
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("onnxruntime")
+        except PackageNotFoundError:
+            return None  # the family's missing-package check names it
+        numbers = tuple(int(part) for part in installed.split(".")[:2] if part.isdigit())
+        if numbers >= self.min_onnxruntime:
+            return None
+        needed = ".".join(map(str, self.min_onnxruntime))
+        return f"needs onnxruntime >= {needed} (installed: {installed}); pip install -U 'onnxruntime>={needed}'"
 
     def fetch(self, revision: str | None = None) -> dict[str, Path]:
         return self.at(revision).files.download()
 
-    def read_vocabulary(self, read_tags: Callable[[Path], Mapping[str, int]],
+    def read_vocabulary(self, read_tags: Callable[[Mapping[str, Path]], Mapping[str, int]],
                         revision: str | None = None) -> Mapping[str, int]:
-        """The cached tag file read with the family's reader, without loading the weights."""
-        return read_tags(self.at(revision).cached_files()[self.tags_file])
+        """The cached tag files read with the family's reader (given the cached files by name), without loading
+        the weights."""
+        return read_tags(self.at(revision).cached_files())
 
     def entry(
         self,
         build: Callable[[PublishedModel, TaggerOptions], Tagger],
         *,
         missing_package: Callable[[], str | None] | None = None,
-        read_tags: Callable[[Path], Mapping[str, int]] | None = None,
+        read_tags: Callable[[Mapping[str, Path]], Mapping[str, int]] | None = None,
     ) -> TaggerEntry:
         """The registry entry: `build(model at the revision asked for, options)` makes the tagger; `read_tags` reads
-        the cached tag file into tag -> category, so the vocabulary is known without loading the weights."""
+        the cached files (by name) into tag -> category, so the vocabulary is known without loading the weights."""
         return TaggerEntry(
             self.name,
             self.summary,

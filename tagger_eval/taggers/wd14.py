@@ -32,9 +32,9 @@ INPUT_TYPE = "tensor(float)"  # onnxruntime's name of float32
 OUTPUT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)"})
 KNOWN_CATEGORIES = {RATING, GENERAL, CHARACTER}
 
-# SmilingWolf's published taggers: all 448px, thresholds general 0.35 and character 0.85.
+# SmilingWolf's published taggers: all 448px, thresholds general 0.35 and character 0.85, Apache-2.0.
 _published = partial(PublishedModel, model_file=MODEL_FILE, tags_file=TAGS_FILE, input_size=448, threshold=0.35,
-                     character_threshold=0.85)
+                     character_threshold=0.85, licence="apache-2.0")
 PUBLISHED_MODELS = (
     _published("wd14-vit", "SmilingWolf/wd-v1-4-vit-tagger"),
     _published("wd14-convnext", "SmilingWolf/wd-v1-4-convnext-tagger"),
@@ -47,7 +47,8 @@ PUBLISHED_MODELS = (
     _published("wd-swinv2-v3", "SmilingWolf/wd-swinv2-tagger-v3"),
     _published("wd-convnext-v3", "SmilingWolf/wd-convnext-tagger-v3"),
     _published("wd-vit-large-v3", "SmilingWolf/wd-vit-large-tagger-v3"),
-    _published("wd-eva02-large-v3", "SmilingWolf/wd-eva02-large-tagger-v3"),
+    # Its card: "requires onnxruntime >= 1.17.0" (the opsets of its export); the same I/O as every WD v3 model.
+    _published("wd-eva02-large-v3", "SmilingWolf/wd-eva02-large-tagger-v3", min_onnxruntime=(1, 17)),
 )
 
 
@@ -221,6 +222,7 @@ ENTRIES = [
         vocabulary=_directory_vocabulary,
         check_argument=check_directory,
     ),
-    *(model.entry(WD14Tagger.from_hub, missing_package=missing_package_reason, read_tags=read_vocabulary)
+    *(model.entry(WD14Tagger.from_hub, missing_package=missing_package_reason,
+                  read_tags=lambda files: read_vocabulary(files[TAGS_FILE]))
       for model in PUBLISHED_MODELS),
 ]
