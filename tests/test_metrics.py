@@ -356,8 +356,25 @@ def test_subset_masks_by_category_and_rating_names():
     assert subset_mask(ps, "general").tolist() == [True, False, False, False, False, False]
     assert subset_mask(ps, "character").tolist() == [False, True, False, False, False, False]
     assert subset_mask(ps, "rating").tolist() == [False, False, True, False, True, False]
+    assert subset_mask(ps, "artist").tolist() == [False, False, False, True, False, False]
+    assert subset_mask(ps, "copyright").tolist() == [False, False, False, False, False, True]
     with pytest.raises(ValueError, match="unknown category"):
-        subset_mask(ps, "artist")
+        subset_mask(ps, "species")
+
+
+def test_output_categories_are_reported_only_for_a_tagger_that_outputs_them():
+    """Artist truth is on every post; a tagger with no artist output gets no artist row, one that outputs artists
+    does, computed like any category: here one artist stored at 0.9 and true on post 0 of two."""
+    categories = [GENERAL, 1]
+    names = ("long_hair", "some_artist")
+    truth = np.array([[1, 1], [1, 0]])
+    without = make_set(np.array([[0.8, UNSTORED], [0.7, UNSTORED]]), truth, categories=categories, names=names)
+    assert "artist" not in tagger_metrics(without, np.array([2, 1]), 0.5)
+    with_artist = make_set(np.array([[0.8, 0.9], [0.7, UNSTORED]]), truth, categories=categories, names=names)
+    artist = tagger_metrics(with_artist, np.array([2, 1]), 0.5)["artist"]
+    # at 0.5: post 0 TP, post 1 TN (unstored counts as 0): precision = recall = 1, AP = 1
+    assert artist["at_threshold"]["micro"]["precision"] == 1.0 and artist["at_threshold"]["micro"]["recall"] == 1.0
+    assert artist["average_precision"]["micro"] == pytest.approx(1.0)
 
 
 def test_rare_uses_frequency_rank_when_known():
@@ -601,9 +618,11 @@ def test_tagger_metrics_agrees_with_the_functions(ps, chosen):
     sizes = truth.sum(axis=1)
     result = tagger_metrics(ps, sizes, chosen, rare_rank=2)
     assert json.loads(json.dumps(result)) == result
+    stored = dense(ps)[1]
     for category in metrics.MetricCategory:
         mask = subset_mask(ps, category, 2)
-        if not truth[:, mask].any():
+        output_only = category in ("copyright", "artist", "meta", "year")  # reported only where the tagger outputs
+        if not truth[:, mask].any() or (output_only and not stored[:, mask].any()):
             assert category not in result
             continue
         entry = result[category]

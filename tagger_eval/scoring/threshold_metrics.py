@@ -20,7 +20,10 @@ Conventions and edge cases (the model authors' and this project's, matching scik
   positive are left out. With no such tag every macro value is 0.0 (and `"tags"` is 0).
 - Average precision is scikit-learn's `average_precision_score`; it is None (not 0) where there is no positive.
 - Ratings are the tags of category 9 or whose name starts with `rating:` (the rule `tags.is_rating` and the
-  taggers' selection use); "general" and "character" leave such tags out even if their category says otherwise.
+  taggers' selection use); the other categories leave such tags out even if their category says otherwise.
+- Copyright, artist, meta and year (Camie outputs them) are reported only for a tagger that stored a probability
+  in that category: the truth has them on every Danbooru post, and a tagger that cannot output them would show a
+  row of zeros.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from enum import StrEnum
 import numpy as np
 
 from tagger_eval.scoring.sparse_ranking import SparseRanking, match_truth
-from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
+from tagger_eval.tags import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META, RATING, RATING_PREFIX, YEAR
 
 
 class MetricCategory(StrEnum):
@@ -40,8 +43,20 @@ class MetricCategory(StrEnum):
     ALL = "all"
     GENERAL = "general"
     CHARACTER = "character"
+    COPYRIGHT = "copyright"
+    ARTIST = "artist"
+    META = "meta"
+    YEAR = "year"
     RATING = "rating"
     RARE = "rare"
+
+
+# The categories chosen by the tag's category alone (ratings left out), and those of them reported only for a
+# tagger that outputs them.
+_BY_CATEGORY = {MetricCategory.GENERAL: GENERAL, MetricCategory.CHARACTER: CHARACTER,
+                MetricCategory.COPYRIGHT: COPYRIGHT, MetricCategory.ARTIST: ARTIST, MetricCategory.META: META,
+                MetricCategory.YEAR: YEAR}
+_WHEN_OUTPUT = frozenset({MetricCategory.COPYRIGHT, MetricCategory.ARTIST, MetricCategory.META, MetricCategory.YEAR})
 
 
 # The P = R search of `tagger_metrics` (pr_breakeven's defaults): range, bracket width, halvings.
@@ -214,10 +229,8 @@ def _subset_mask(
 ) -> np.ndarray:
     if category == MetricCategory.ALL:
         return np.ones(categories.shape, dtype=bool)
-    if category == MetricCategory.GENERAL:
-        return (categories == GENERAL) & ~rating
-    if category == MetricCategory.CHARACTER:
-        return (categories == CHARACTER) & ~rating
+    if category in _BY_CATEGORY:
+        return (categories == _BY_CATEGORY[MetricCategory(category)]) & ~rating
     if category == MetricCategory.RATING:
         return rating.copy()
     if category == MetricCategory.RARE:
@@ -367,7 +380,8 @@ def _candidate_totals(
 def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold: float, rare_rank: int = 1000) -> dict:
     """Every metric of one tagger, as JSON-ready builtins.
 
-    For each category of ("all", "general", "character", "rating", "rare") with at least one positive:
+    For each category of `MetricCategory` with at least one positive (and, for copyright, artist, meta and year,
+    a stored prediction):
     {"micro": {"pr_threshold", precision, recall, f1, f2, mcc, accuracy} at the micro P = R threshold,
     "macro": {the same at the macro P = R threshold}, "at_threshold": scores_at(chosen_threshold),
     "average_precision": {"macro", "micro"}}; and "best_score_threshold": {"threshold", "mean_score"}.
@@ -379,7 +393,7 @@ def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold:
     for category in MetricCategory:
         mask = _subset_mask(categories, rating, ps.frequency_rank, ranking.positives, category, rare_rank)
         idx = np.flatnonzero(mask)
-        if ranking.positives[idx].sum() == 0:
+        if ranking.positives[idx].sum() == 0 or (category in _WHEN_OUTPUT and not mask[ranking.pred_tag].any()):
             continue
         entry: dict = {}
         for average in ("micro", "macro"):
