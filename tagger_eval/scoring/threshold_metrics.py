@@ -21,9 +21,8 @@ Conventions and edge cases (the model authors' and this project's, matching scik
 - Average precision is scikit-learn's `average_precision_score`; it is None (not 0) where there is no positive.
 - Ratings are the tags of category 9 or whose name starts with `rating:` (the rule `tags.is_rating` and the
   taggers' selection use); the other categories leave such tags out even if their category says otherwise.
-- Copyright, artist, meta and year (Camie outputs them) are reported only for a tagger that stored a probability
-  in that category: the truth has them on every Danbooru post, and a tagger that cannot output them would show a
-  row of zeros.
+- Copyright, artist, meta and year (Camie outputs them) are reported only for a tagger that stored a probability in
+  that category: every Danbooru post has them, and a tagger that cannot output them would show zeros.
 """
 
 from __future__ import annotations
@@ -51,11 +50,9 @@ class MetricCategory(StrEnum):
     RARE = "rare"
 
 
-# The categories chosen by the tag's category alone (ratings left out), and those of them reported only for a
-# tagger that outputs them.
-_BY_CATEGORY = {MetricCategory.GENERAL: GENERAL, MetricCategory.CHARACTER: CHARACTER,
-                MetricCategory.COPYRIGHT: COPYRIGHT, MetricCategory.ARTIST: ARTIST, MetricCategory.META: META,
-                MetricCategory.YEAR: YEAR}
+# The categories chosen by the tag's category alone (ratings left out), and those reported only where output.
+_BY_CATEGORY = {MetricCategory.GENERAL: GENERAL, MetricCategory.CHARACTER: CHARACTER, MetricCategory.YEAR: YEAR,
+                MetricCategory.COPYRIGHT: COPYRIGHT, MetricCategory.ARTIST: ARTIST, MetricCategory.META: META}
 _WHEN_OUTPUT = frozenset({MetricCategory.COPYRIGHT, MetricCategory.ARTIST, MetricCategory.META, MetricCategory.YEAR})
 
 
@@ -247,10 +244,9 @@ def _subset_mask(
 def subset_mask(ps: PredictionSet, category: str, rare_rank: int = 1000) -> np.ndarray:
     """Boolean mask over `ps.tags` for a category of the report.
 
-    "all": every tag; "general": category 0; "character": category 4; "rating": category 9 or a `rating:` name
-    (general and character exclude such names); "rare": `frequency_rank >= rare_rank`. When `frequency_rank` is
-    None the rank is by the number of truth pairs of the tag in this run (most frequent = rank 0), ties broken by
-    tag index, so "rare" is every tag but the `rare_rank` most frequent in the truth.
+    "all": every tag; "general", "character", ...: the tags of that category but ratings; "rating": category 9 or
+    a `rating:` name; "rare": `frequency_rank >= rare_rank`, else by the number of truth pairs of the tag in this
+    run (most frequent = rank 0, ties by tag index), so "rare" is every tag but the `rare_rank` most frequent.
     """
     n_tags = len(ps.tags)
     positives = np.bincount(np.asarray(ps.true_tag, dtype=np.int64), minlength=n_tags)[:n_tags]
@@ -378,14 +374,10 @@ def _candidate_totals(
 
 
 def tagger_metrics(ps: PredictionSet, truth_sizes: np.ndarray, chosen_threshold: float, rare_rank: int = 1000) -> dict:
-    """Every metric of one tagger, as JSON-ready builtins.
-
-    For each category of `MetricCategory` with at least one positive (and, for copyright, artist, meta and year,
-    a stored prediction):
-    {"micro": {"pr_threshold", precision, recall, f1, f2, mcc, accuracy} at the micro P = R threshold,
-    "macro": {the same at the macro P = R threshold}, "at_threshold": scores_at(chosen_threshold),
-    "average_precision": {"macro", "micro"}}; and "best_score_threshold": {"threshold", "mean_score"}.
-    """
+    """Every metric of one tagger, as JSON-ready builtins. For each `MetricCategory` with a positive (and where
+    `_WHEN_OUTPUT`, a stored prediction): {"micro": {"pr_threshold", precision, recall, f1, f2, mcc, accuracy} at
+    the micro P = R threshold, "macro": {the same at the macro one}, "at_threshold": scores_at(chosen_threshold),
+    "average_precision": {"macro", "micro"}}; and "best_score_threshold": {"threshold", "mean_score"}."""
     ranking = _rank(ps)
     sizes = _truth_sizes(ranking, truth_sizes)
     categories, rating = np.asarray(ps.categories), _rating_mask(ps)
