@@ -71,7 +71,8 @@ FAMILY = Family("Camie v2", prepare_image, read_metadata, output="refined_predic
                 threshold_profiles=PROFILES, default_profile=DEFAULT_PROFILE)
 PUBLISHED_MODELS = (
     PublishedModel("camie-v2", "Camais03/camie-tagger-v2", MODEL_FILE, METADATA_FILE, input_size=512,
-                   threshold=PROFILES[DEFAULT_PROFILE], description="Camie Tagger v2 (70,527 tags, 7 categories)",
-                   licence="gpl-3.0"),
+                   threshold=PROFILES[DEFAULT_PROFILE], licence="gpl-3.0",
+                   description="Camie Tagger v2 (70,527 tags in 7 categories; threshold profiles micro-opt, the "
+                               "default, and macro-opt)"),
 )
 ENTRIES = published_entries(FAMILY, PUBLISHED_MODELS)

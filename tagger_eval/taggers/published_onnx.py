@@ -128,9 +128,13 @@ class PublishedOnnxTagger(Tagger):
         return self.tags.counts
 
     def identity(self) -> dict[str, str]:
-        identity = {**super().identity(), "family": self.family.name, "repo_id": self.published.repo_id,
+        published = self.published
+        identity = {**super().identity(), "family": self.family.name, "repo_id": published.repo_id,
                     "revision": self.model_path.parent.name}  # the hub cache keeps files under snapshots/<commit>/
-        identity.update({f"{Path(name).stem}_sha256": file_digest(path) for name, path in self.paths.items()})
+        # The same keys as the WD models' for the model and its tags, so results compare across families.
+        names = {published.model_file: "model", published.tags_file: "tags"}
+        identity.update({f"{names.get(name, Path(name).stem)}_sha256": file_digest(path)
+                         for name, path in self.paths.items()})
         return identity
 
     def run(self, batch: np.ndarray) -> np.ndarray:
