@@ -245,10 +245,6 @@ def test_unknown_categories_take_the_datasets(tmp_path: Path) -> None:
     assert result.missed_tags == ["tag_b"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evaluation.py TaggerRun.evaluate passes the tagger's UNKNOWN_CATEGORY (-1) through `categories` to "
-    "scoped_tags, which drops any tag whose category is known and not in the scope: an uncategorised wrong tag "
-    "escapes --tag-scope=general"))
 def test_an_uncategorised_tag_the_dataset_does_not_know_stays_wrong_in_general_scope(tmp_path: Path) -> None:
     """scoped_tags' rule: a tagger can never escape a wrong tag by giving it no category."""
     db_path = make_dataset(tmp_path, [POST_AB], tags={"hatsune_miku": CHARACTER, "tag_a": GENERAL})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from enum import StrEnum
 
-from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating
+from tagger_eval.tags import CHARACTER, GENERAL, RATING, UNKNOWN_CATEGORY, is_rating
 
 
 class TagScope(StrEnum):
@@ -49,4 +49,8 @@ def scoped_tags(
 
 
 def _category(tag: str, categories: Mapping[str, int]) -> int | None:
-    return RATING if is_rating(tag) else categories.get(tag)
+    """The tag's category; None when unknown, also where a model's vocabulary says so (JoyTag, ML-Danbooru)."""
+    if is_rating(tag):
+        return RATING
+    category = categories.get(tag)
+    return None if category == UNKNOWN_CATEGORY else category
