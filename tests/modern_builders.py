@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 GRID = 4  # the model sees a GRID x GRID grid of mean colours per channel
+BLOCK = 16  # pooled first in BLOCK x BLOCK blocks: every published size (448, 512, 640) is a multiple of 64
 FEATURES = 3 * GRID * GRID
 
 
@@ -45,8 +46,8 @@ def make_head(seed: int, biases: Sequence[float], scale: float = 0.05) -> Head:
 
 
 def grid_features(tensor: np.ndarray) -> np.ndarray:
-    """What the tiny models compute before their heads, for one (3, S, S) input, in float64: ONNX AveragePool with
-    kernel and stride S / GRID, then Flatten (channel, row, column)."""
+    """What the tiny models compute before their heads, for one (3, S, S) input, in float64: the mean of each of
+    the GRID x GRID cells, flattened (channel, row, column)."""
     channels, height, width = tensor.shape
     cells = tensor.astype(np.float64).reshape(channels, GRID, height // GRID, GRID, width // GRID)
     return cells.mean(axis=(2, 4)).reshape(-1)
@@ -63,27 +64,31 @@ class Output:
 
 
 def build_model(path: Path, size: int, outputs: Sequence[Output], *, layout: str = "NCHW",
-                dynamic_sides: bool = False) -> Path:
+                dynamic_sides: bool = False, batch: int | str = "batch") -> Path:
     """An ONNX model with input `input` of shape [batch, 3, size, size] (`layout="NHWC"`: [batch, size, size, 3];
-    `dynamic_sides`: [batch, 3, height, width]) and the given outputs, each with a symbolic batch axis."""
+    `dynamic_sides`: [batch, 3, height, width]) and the given outputs; `batch` a symbolic axis, or 1 as an export
+    with a fixed batch has it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     height, width = ("height", "width") if dynamic_sides else (size, size)
-    shape = ["batch", 3, height, width] if layout == "NCHW" else ["batch", height, width, 3]
+    shape = [batch, 3, height, width] if layout == "NCHW" else [batch, height, width, 3]
     nodes = [helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])] if layout == "NHWC" else []
-    pool = size // GRID
+    # Two stages (16x16 blocks, then the grid's cells), so float32 sums stay short and within the tests' 1e-5.
+    cell = size // (BLOCK * GRID)
     nodes += [
-        helper.make_node("AveragePool", ["nchw" if layout == "NHWC" else "input"], ["pooled"],
-                         kernel_shape=[pool, pool], strides=[pool, pool]),
+        helper.make_node("AveragePool", ["nchw" if layout == "NHWC" else "input"], ["blocks"],
+                         kernel_shape=[BLOCK, BLOCK], strides=[BLOCK, BLOCK]),
+        helper.make_node("AveragePool", ["blocks"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]),
         helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
     ]
-    initializers = [numpy_helper.from_array(np.array([3], dtype=np.int64), "k")]
+    top3 = any(output.kind == "top3" for output in outputs)
+    initializers = [numpy_helper.from_array(np.array([3], dtype=np.int64), "k")] if top3 else []
     graph_outputs = []
     for index, output in enumerate(outputs):
         if output.kind == "features":
             nodes.append(helper.make_node("Identity", ["features"], [output.name]))
-            graph_outputs.append(helper.make_tensor_value_info(output.name, TensorProto.FLOAT, ["batch", FEATURES]))
+            graph_outputs.append(helper.make_tensor_value_info(output.name, TensorProto.FLOAT, [batch, FEATURES]))
             continue
         assert output.head is not None, output
         weights, biases, raw, logits = f"w{index}", f"b{index}", f"raw{index}", f"logits{index}"
@@ -93,12 +98,12 @@ def build_model(path: Path, size: int, outputs: Sequence[Output], *, layout: str
                   helper.make_node("Add", [raw, biases], [logits])]
         if output.kind == "top3":
             nodes.append(helper.make_node("TopK", [logits, "k"], [f"values{index}", output.name], axis=-1))
-            graph_outputs.append(helper.make_tensor_value_info(output.name, TensorProto.INT64, ["batch", 3]))
+            graph_outputs.append(helper.make_tensor_value_info(output.name, TensorProto.INT64, [batch, 3]))
         else:
             operator = {"logits": "Identity", "sigmoid": "Sigmoid"}[output.kind]
             nodes.append(helper.make_node(operator, [logits], [output.name]))
             graph_outputs.append(helper.make_tensor_value_info(output.name, TensorProto.FLOAT,
-                                                               ["batch", output.head.width]))
+                                                               [batch, output.head.width]))
     graph = helper.make_graph(nodes, "published_contract",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
                               graph_outputs, initializers)

@@ -51,12 +51,15 @@ def prepare_image(image: Image.Image, size: int) -> np.ndarray:
 
 def _rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     try:
-        rows = list(csv.DictReader(io.StringIO(read_text_file(path, ModelLoadError), newline="")))
+        reader = csv.DictReader(io.StringIO(read_text_file(path, ModelLoadError), newline=""))
+        rows = list(reader)
     except csv.Error as error:
         raise ModelLoadError(f"{path}: not a CSV file: {error}") from None
-    missing = [column for column in required if not rows or column not in rows[0]]
+    missing = [column for column in required if column not in (reader.fieldnames or ())]
     if missing:
         raise ModelLoadError(f"{path}: expected the columns {', '.join(required)}; missing {', '.join(missing)}")
+    if not rows:
+        raise ModelLoadError(f"{path} has a header but no rows")
     return rows
 
 
@@ -83,7 +86,7 @@ def read_tags(files: Mapping[str, Path]) -> TagList:
     try:
         thresholds = {int(row["category"]): float(row["threshold"])
                       for row in _rows(thresholds_path, ("category", "threshold"))}
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a short row's missing field is None
         raise ModelLoadError(f"{thresholds_path}: a category or threshold is not a number") from None
     derived = {ip: (COPYRIGHT, tuple(characters)) for ip, characters in copyrights.items() if ip not in categories}
     return TagList(tuple(names), categories, counts, derived, thresholds)
