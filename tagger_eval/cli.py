@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger_eval.config import MAX_WORSE, TOLERANCE, GateConfig
+from tagger_eval.config import GATE_FIELDS, GateConfig
 
 if TYPE_CHECKING:
     from tagger_eval.taggers import TaggerEntry
@@ -131,20 +131,24 @@ def download(args: argparse.Namespace) -> int:
 
 
 def compare_runs(args: argparse.Namespace) -> int:
-    """The per-tagger deltas of two results files; non-zero when a tagger regressed (the pytest gate's rule)."""
-    from tagger_eval.reports.compare import compare, failure_messages, format_comparison
+    """The per-tagger deltas of two results files; exit 1 when a tagger regressed or slowed (the pytest gate's rule),
+    2 when the files cannot be compared (unreadable, another dataset, another tag scope unless allowed)."""
+    from tagger_eval.reports.compare import gate_report
     from tagger_eval.reports.results import ResultsError, load
 
     try:
-        rows = compare(load(args.old), load(args.new), GateConfig(args.tolerance, args.max_worse))
+        report = gate_report(load(args.old), load(args.new), GateConfig.from_options(args, prefix=""), flags="--")
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print("\n".join(format_comparison(rows)))
-    messages = failure_messages(rows)
-    if messages:
-        print("\n" + "\n".join(messages))
-    return 1 if messages else 0
+    if report.lines:
+        print("\n".join(report.lines))
+    if report.refused is not None:
+        print(f"error: {report.refused}", file=sys.stderr)
+        return 2
+    if report.failures:
+        print("\n" + "\n".join(report.failures))
+    return 1 if report.failures else 0
 
 
 def report(args: argparse.Namespace) -> int:
@@ -159,7 +163,7 @@ def report(args: argparse.Namespace) -> int:
         print(f"error: --out: {error}", file=sys.stderr)
         return 2
     try:
-        written = report_from_file(args.results, args.out)
+        written = report_from_file(args.results, args.out, args.dataset)
     except (ResultsError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -167,9 +171,28 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OUT = Path("demo-dataset")  # make-demo's default target, in the current directory
+
+
 def make_demo(out: Path) -> int:
+    """Write a copy of the bundled demo where the user says: never into the installed package (site-packages, or the
+    bundled copy itself), and into an existing directory only when it is empty or an earlier copy."""
+    package = Path(__file__).resolve().parent
+    target = out.resolve()
+    if target == package or package in target.parents:
+        print(f"error: --out: {out} is inside the tagger_eval package ({package}); make-demo writes a copy of the "
+              f"bundled demo elsewhere (the bundled one is {demo.DEFAULT_DIR})", file=sys.stderr)
+        return 2
+    if target.exists() and not target.is_dir():
+        print(f"error: --out: {out} exists and is not a directory", file=sys.stderr)
+        return 2
+    if target.is_dir() and any(target.iterdir()) and not demo.is_demo(target / "data.db"):
+        print(f"error: --out: {out} is a directory that holds something other than a demo dataset; name a new or "
+              "empty directory (or an earlier make-demo copy, which is replaced)", file=sys.stderr)
+        return 2
     db_path = demo.generate(out)
-    print(f"wrote {db_path} and {out / 'images'} ({demo.POSTS} posts)")
+    print(f"wrote {db_path} and {out / 'images'} ({demo.POSTS} posts); evaluate it with "
+          f"`pytest --tagger=all --dataset={out}`")
     return 0
 
 
@@ -218,18 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
                               help="tagger names as `tagger-eval list` shows them; NAME:REVISION pins a hub revision")
     fetch_parser.set_defaults(run=lambda args: fetch(args.names))
     _add_download_command(commands)
-    versus = commands.add_parser("compare", help="compare two results files; exits 1 when a tagger regressed")
+    versus = commands.add_parser("compare", help="compare two results files; exits 1 when a tagger's score "
+                                 "regressed or its runtime slowed")
     versus.add_argument("old", type=Path, help="the baseline results JSON")
     versus.add_argument("new", type=Path, help="the results JSON to check")
-    TOLERANCE.add_to(versus.add_argument, "--tolerance")
-    MAX_WORSE.add_to(versus.add_argument, "--max-worse")
+    for option in GATE_FIELDS.values():  # pytest's gate options without their `--tagger-` prefix
+        option.add_to(versus.add_argument, option.flag.replace("--tagger-", "--", 1))
     versus.set_defaults(run=compare_runs)
     charts = commands.add_parser("report", help="charts and an HTML page of a results file")
     charts.add_argument("results", type=Path, help="a results JSON")
     charts.add_argument("--out", type=Path, required=True, help="directory for the PNG charts and index.html")
+    charts.add_argument("--dataset", type=Path, default=None,
+                        help="the data.db the run evaluated, when it is no longer where the results say (thumbnails "
+                             "and hit tags of the error explorer)")
     charts.set_defaults(run=report)
-    make = commands.add_parser("make-demo", help="regenerate the synthetic demo dataset (byte-identical)")
-    make.add_argument("--out", type=Path, default=demo.DEFAULT_DIR, help="target directory (default: %(default)s)")
+    make = commands.add_parser("make-demo", help="write a copy of the synthetic demo dataset (byte-identical to the "
+                                                 "bundled one) into a directory")
+    make.add_argument("--out", type=Path, default=DEMO_OUT,
+                      help="target directory; never inside the package (default: ./%(default)s)")
     make.set_defaults(run=lambda args: make_demo(args.out))
     return parser
 

@@ -26,6 +26,11 @@ V = TypeVar("V", float, str)
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_MAX_WORSE = 0.10  # share of the compared posts that may score lower
+# The runtime gate fails a tagger whose median time per image rose by more than both (README "Regression gate"):
+# 50 % is past what unchanged code drifts between runs and short of the 2x of a real slowdown; 10 ms is twice the
+# drift measured for the few-millisecond demo taggers on a busy 2-core machine, far below a real model's time on a CPU.
+DEFAULT_RUNTIME_TOLERANCE = 0.5
+DEFAULT_RUNTIME_SLACK_MS = 10.0
 AUTOSAVE_DIR = ".tagger-eval"
 
 
@@ -169,6 +174,24 @@ TOLERANCE = Option("--tagger-tolerance",
 MAX_WORSE = Option("--tagger-max-worse",
                    f"largest share of posts allowed to score lower (default: {DEFAULT_MAX_WORSE})",
                    {"type": fraction, "default": DEFAULT_MAX_WORSE, "metavar": "FRACTION"})
+RUNTIME_TOLERANCE = Option(
+    "--tagger-runtime-tolerance", "largest allowed rise of a tagger's median time per image, relative: 0.5 fails a "
+    f"tagger more than 50%% slower than the baseline (default: {DEFAULT_RUNTIME_TOLERANCE})",
+    {"type": non_negative_float, "default": DEFAULT_RUNTIME_TOLERANCE, "metavar": "FLOAT"})
+RUNTIME_SLACK = Option(
+    "--tagger-runtime-slack-ms", "a rise of the median time per image up to this many milliseconds never fails, "
+    f"whatever the ratio (default: {DEFAULT_RUNTIME_SLACK_MS:g})",
+    {"type": non_negative_float, "default": DEFAULT_RUNTIME_SLACK_MS, "metavar": "MS"})
+ALLOW_DIFFERENT_SCOPE = Option(
+    "--tagger-allow-different-scope", "compare with a baseline evaluated under another --tag-scope (refused by "
+    "default: the scores count different tags)", {"action": "store_true"})
+RUNTIME_ACROSS_MACHINES = Option(
+    "--tagger-runtime-across-machines", "gate runtimes even when the baseline ran on another machine (by default "
+    "they are shown with a warning, not gated)", {"action": "store_true"})
+# GateConfig's fields, by the option that sets each.
+GATE_FIELDS = {"tolerance": TOLERANCE, "max_worse": MAX_WORSE, "runtime_tolerance": RUNTIME_TOLERANCE,
+               "runtime_slack_ms": RUNTIME_SLACK, "allow_different_scope": ALLOW_DIFFERENT_SCOPE,
+               "runtime_across_machines": RUNTIME_ACROSS_MACHINES}
 RUN_OPTIONS = (
     Option("--tagger", "taggers to evaluate: registered names, NAME:ARG for families, or 'all' (every registered "
            "tagger that can run here); repeatable", {"action": "append", "default": [], "metavar": "SPEC[,SPEC...]"}),
@@ -216,8 +239,7 @@ RUN_OPTIONS = (
     Option("--no-tagger-results", "do not save the run's results", {"action": "store_true"}),
     Option("--tagger-baseline", "fail the session when a tagger regressed against this saved results file",
            {"type": Path, "default": None, "metavar": "PATH"}),
-    TOLERANCE,
-    MAX_WORSE,
+    *GATE_FIELDS.values(),
     Option("--tagger-report", "write charts and an HTML page of the run into DIR",
            {"type": Path, "default": None, "metavar": "DIR"}),
 )
@@ -258,6 +280,17 @@ class GateConfig:
 
     tolerance: float = DEFAULT_TOLERANCE
     max_worse: float = DEFAULT_MAX_WORSE
+    runtime_tolerance: float = DEFAULT_RUNTIME_TOLERANCE  # relative rise of the median time per image
+    runtime_slack_ms: float = DEFAULT_RUNTIME_SLACK_MS  # a rise up to this never fails
+    allow_different_scope: bool = False  # compare runs over different tag scopes
+    runtime_across_machines: bool = False  # gate runtimes of runs timed on different machines
+
+    @classmethod
+    def from_options(cls, options: Any, prefix: str = "tagger_") -> GateConfig:
+        """From the parsed `GATE_FIELDS` options: pytest's (`tagger_tolerance`), or with `prefix` "" those of
+        `tagger-eval compare`, declared without `--tagger-` (`tolerance`)."""
+        return cls(**{name: getattr(options, prefix + option.dest.removeprefix("tagger_"))
+                      for name, option in GATE_FIELDS.items()})
 
 
 @dataclass(frozen=True)
@@ -325,7 +358,7 @@ class RunConfig:
             tagger_options=TaggerOptions(options.execution_provider, options.tagger_threads, options.http_timeout),
             output=OutputConfig(options.tagger_results, not options.no_tagger_results, options.tagger_baseline,
                                 options.tagger_report),
-            gate=GateConfig(options.tagger_tolerance, options.tagger_max_worse),
+            gate=GateConfig.from_options(options),
         )
         config.check()
         return config

@@ -227,6 +227,7 @@ class ResultsDocument(TypedDict):
     dataset: DatasetIdentity
     settings: RunSettings
     taggers: dict[str, TaggerResults]
+    not_run: NotRequired[dict[str, str]]  # taggers `--tagger=all` left out -> why (the report lists them)
 
 
 def scored_posts(tagger: TaggerResults) -> dict[int, float]:

@@ -1,8 +1,9 @@
 """Fixtures shared by the project's tests: small real data.db files built from the bundled demo posts.
 
 Also the hypothesis profiles: `ci` (chosen when CI is set) is derandomised and bounded so CI runs are repeatable;
-pick one with HYPOTHESIS_PROFILE. They live here, not in a conftest at the root, which pytest would also load into
-every evaluation run from this checkout (`tagger_eval/run/post_tests.py` lies under the root).
+pick one with HYPOTHESIS_PROFILE. pytest loads this file into an evaluation run from the checkout too (`pytest
+--tagger=...` with no path starts from testpaths), where the test extras need not be installed: so nothing here
+imports a test tool at import time, and the profiles are loaded only by runs of the tests.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from pathlib import Path
 
 import pytest
 from builders import build_wd14_model
-from hypothesis import HealthCheck, settings
 
 from tagger_eval.run.evaluation import DEFAULT_DATASET
 
-settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=100, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("tagger", None):  # an evaluation run, not the tests
+        return
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("dev", max_examples=100, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

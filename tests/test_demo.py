@@ -1,4 +1,5 @@
-"""The bundled demo dataset: byte-identical regeneration, its shape, and that it separates the demo taggers."""
+"""The bundled demo dataset: byte-identical regeneration, its shape, that it separates the demo taggers, and where
+`make-demo` writes (never into the package)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import tagger_eval
+from tagger_eval.cli import main
 from tagger_eval.config import parse_run_config
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset
@@ -19,6 +22,7 @@ from tagger_eval.run.evaluation import Evaluation
 from tagger_eval.tags import CATEGORY_NAMES, CHARACTER, COPYRIGHT, GENERAL, RATING_LETTERS
 
 BUNDLED = demo.DEFAULT_DIR
+PACKAGE = Path(tagger_eval.__file__).resolve().parent
 DEMO_TAGGERS = ("demo-pixel", "demo-lowres", "demo-histogram")
 # sqlite stamps the library version that last wrote the file at header offsets 92-99.
 VERSION_STAMP = slice(92, 100)
@@ -206,3 +210,59 @@ def test_every_post_passes_its_taggers_default_floor(evaluation) -> None:
         failures = [result.failure_message() for result in results if not result.passed]
         assert failures == [], label
         assert all(result.status == "scored" for result in results)
+
+
+def test_the_bundled_demo_is_package_data() -> None:
+    assert BUNDLED.is_relative_to(PACKAGE)
+    assert demo.DEFAULT_DATASET == BUNDLED / "data.db"
+    assert demo.is_demo(demo.DEFAULT_DATASET)
+
+
+def test_is_demo_only_for_a_generated_demo(tmp_path: Path) -> None:
+    assert not demo.is_demo(tmp_path / "missing.db")
+    (tmp_path / "text.db").write_text("not sqlite")
+    assert not demo.is_demo(tmp_path / "text.db")
+    connection = sqlite3.connect(tmp_path / "other.db")
+    connection.execute("CREATE TABLE metadata (key TEXT, value TEXT)")
+    connection.execute("INSERT INTO metadata VALUES ('source', 'danbooru')")
+    connection.commit()
+    connection.close()
+    assert not demo.is_demo(tmp_path / "other.db")
+    demo.generate(tmp_path / "small", posts=4)
+    assert demo.is_demo(tmp_path / "small" / "data.db")
+
+
+def test_make_demo_writes_demo_dataset_in_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["make-demo"]) == 0
+    assert "--dataset=demo-dataset" in capsys.readouterr().out
+    out = tmp_path / "demo-dataset"
+    assert dump(out / "data.db") == dump(BUNDLED / "data.db")
+    assert sorted(path.name for path in (out / "images").iterdir()) == sorted(
+        path.name for path in (BUNDLED / "images").iterdir())
+    # An earlier copy is replaced in place.
+    assert main(["make-demo"]) == 0
+    assert dump(out / "data.db") == dump(BUNDLED / "data.db")
+
+
+@pytest.mark.parametrize("where", ["bundled", "images", "package"])
+def test_make_demo_never_writes_into_the_package(where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = {"bundled": BUNDLED, "images": BUNDLED / "images" / "new", "package": PACKAGE}[where]
+    before = {path: path.stat().st_mtime_ns for path in BUNDLED.rglob("*")}
+    assert main(["make-demo", "--out", str(out)]) == 2
+    assert "inside the tagger_eval package" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in BUNDLED.rglob("*")} == before
+    assert not (BUNDLED / "images" / "new").exists()
+
+
+def test_make_demo_refuses_a_directory_that_holds_something_else(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0001.png").write_bytes(b"mine")
+    assert main(["make-demo", "--out", str(tmp_path)]) == 2
+    assert "holds something other than a demo dataset" in capsys.readouterr().err
+    assert (tmp_path / "images" / "0001.png").read_bytes() == b"mine"
+    (tmp_path / "file").write_text("x")
+    assert main(["make-demo", "--out", str(tmp_path / "file")]) == 2
+    assert "not a directory" in capsys.readouterr().err

@@ -340,4 +340,7 @@ def test_results_that_cannot_be_written_fail_the_run_in_one_line(pytester: pytes
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["results not saved: *not-a-folder*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # The run ends on a red line that says why it failed, after pytest's "2 passed".
+    assert re.fullmatch(r"tagger-eval: run failed: results not saved: .*not-a-folder.*", result.outlines[-1])
+    assert "2 passed" in result.outlines[-2]
     assert list(pytester.path.rglob("*.tmp")) == []

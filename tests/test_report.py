@@ -21,18 +21,15 @@ from PIL import Image
 from tagger_eval.cli import main as cli_main
 from tagger_eval.config import parse_run_config
 from tagger_eval.records import PostResult, document_order
-from tagger_eval.reports import charts
-from tagger_eval.reports.charts import (
-    chart_label,
+from tagger_eval.reports import chart_data, charts
+from tagger_eval.reports.chart_data import (
     error_rate_series,
-    error_rates_figure,
     histogram_bins,
     histogram_counts,
-    runtime_figure,
     runtime_series,
     score_histograms,
-    scores_figure,
 )
+from tagger_eval.reports.charts import chart_label, error_rates_figure, runtime_figure, scores_figure
 from tagger_eval.reports.html_report import ReportError, report_from_file, table_rows, write_report
 from tagger_eval.reports.leaderboard import COLUMNS, format_table, summarise
 from tagger_eval.reports.results import ResultsError, build_document, dataset_identity, save
@@ -107,7 +104,8 @@ def scores_of(document: dict, label: str) -> list[float]:
 
 
 class Page(HTMLParser):
-    """Parses the page strictly enough: every element closed in order, and collects images, table rows and text."""
+    """Parses the page strictly enough: every element closed in order, and collects images, the leaderboard's rows
+    and headers, and text."""
 
     VOID = frozenset({"meta", "img", "br", "link", "hr", "input"})
 
@@ -120,6 +118,7 @@ class Page(HTMLParser):
         self.headers: list[str] = []
         self.cell: list[str] | None = None
         self.in_body = False
+        self.in_leaderboard = False
         self.text: list[str] = []
         self.feed(text)
         self.close()
@@ -129,11 +128,13 @@ class Page(HTMLParser):
         self.tags.append(tag)
         if tag == "img":
             self.images.append(dict(attrs))
+        if tag == "table":
+            self.in_leaderboard = dict(attrs).get("id") == "leaderboard"
         if tag == "tbody":
             self.in_body = True
-        if tag == "tr" and self.in_body:
+        if tag == "tr" and self.in_body and self.in_leaderboard:
             self.rows.append([])
-        if tag in ("td", "th"):
+        if tag in ("td", "th") and self.in_leaderboard:
             self.cell = []
         if tag not in self.VOID:
             self.stack.append(tag)
@@ -142,14 +143,16 @@ class Page(HTMLParser):
         assert tag not in self.VOID, f"</{tag}>"
         assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
         self.stack.pop()
-        if tag == "td":
+        if tag == "td" and self.in_leaderboard:
             self.rows[-1].append("".join(self.cell or []))
-        if tag == "th":
+        if tag == "th" and self.in_leaderboard:
             self.headers.append("".join(self.cell or []))
         if tag in ("td", "th"):
             self.cell = None
         if tag == "tbody":
             self.in_body = False
+        if tag == "table":
+            self.in_leaderboard = False
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
@@ -198,18 +201,20 @@ def test_histogram_counts_drop_values_outside_the_bins_and_reject_bad_bins() -> 
 
 def test_histogram_bins_are_multiples_of_the_width_around_every_value() -> None:
     bins = histogram_bins([-0.27, 0.42, 1.0])
-    assert bins[0] <= -0.27 and bins[-1] > 1.0
+    assert bins[0] <= -0.27 and bins[-1] >= 1.0
     assert np.allclose(np.diff(bins), 0.05)
     assert np.allclose(np.array(bins) / 0.05, np.round(np.array(bins) / 0.05))
-    assert bins[0] == pytest.approx(-0.3) and bins[-1] == pytest.approx(1.05)  # 1.0 has a bin of its own
-    assert histogram_bins([0.15, 0.3]) == [0.15, 0.2, 0.25, 0.3, 0.35]
-    assert histogram_bins([1.0]) == [1.0, 1.05]
+    assert bins[0] == pytest.approx(-0.3) and bins[-1] == 1.0  # 1.0 falls in the last bin, [0.95, 1.0], closed
+    assert histogram_counts([0.95, 0.99, 1.0], bins)[-1] == 3
+    assert histogram_bins([0.15, 0.3]) == [0.15, 0.2, 0.25, 0.3]
+    assert histogram_bins([1.0]) == [0.95, 1.0] and histogram_counts([1.0] * 3, [0.95, 1.0]) == [3]
+    assert histogram_bins([0.0], lower=0.0) == [0.0, 0.05]
     assert histogram_bins([0.5, 1.0], lower=0.0)[0] == 0.0
     assert len(histogram_bins([])) >= 2
     wide = histogram_bins([-60.0, 1.0])  # a tagger gone wild: wider bins, not thousands
-    assert len(wide) - 1 <= charts.MAX_BINS and wide[0] <= -60.0 and wide[-1] > 1.0
+    assert len(wide) - 1 <= chart_data.MAX_BINS and wide[0] <= -60.0 and wide[-1] >= 1.0
     wild = histogram_bins([-1e6, 1.0])
-    assert len(wild) - 1 <= charts.MAX_BINS + 2 and wild[0] <= -1e6 and wild[-1] > 1.0
+    assert len(wild) - 1 <= chart_data.MAX_BINS + 2 and wild[0] <= -1e6 and wild[-1] >= 1.0
 
 
 def test_score_histograms_count_every_scored_post(document: dict) -> None:
@@ -217,7 +222,7 @@ def test_score_histograms_count_every_scored_post(document: dict) -> None:
     assert [h.tagger for h in series.histograms] == ["best", "norating", WEBUI, "mid", "neg"]
     assert series.left_out == ["nothing"]
     all_scores = [s for label in document["taggers"] for s in scores_of(document, label)]
-    assert series.bins[0] <= min(all_scores) and series.bins[-1] > max(all_scores)
+    assert series.bins[0] <= min(all_scores) and series.bins[-1] >= max(all_scores)
     for histogram in series.histograms:
         scores = scores_of(document, histogram.tagger)
         assert histogram.counts == np.histogram(scores, bins=series.bins)[0].tolist()
@@ -447,7 +452,9 @@ def test_a_tagger_with_no_scored_posts_is_in_the_table_and_out_of_the_charts(tmp
 def test_nothing_scored_at_all_still_writes_every_file(tmp_path: Path) -> None:
     document = make_document([unscored("a", 1, "skipped"), unscored("b", 1, "error")])
     written = write_report(document, tmp_path)
-    assert [path.name for path in written] == [*CHARTS, "index.html"]
+    # no score below 0: the chart of scores >= 0 would repeat the first
+    assert [path.name for path in written] == [name for name in CHARTS if name != "scores-nonnegative.png"] + \
+        ["index.html"]
     for path in written[:-1]:
         check_png(path, min_size=(400, 100))
     assert len(Page(written[-1].read_text(encoding="utf-8")).rows) == 2

@@ -417,7 +417,9 @@ def test_all_skips_published_models_that_are_not_downloaded(pytester: pytest.Pyt
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = pytester.runpytest("--tagger=all", "--benchmark-disable")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(
+    result.stdout.fnmatch_lines(["not run: * taggers cannot run here (why: -v or tagger-eval list): *"])
+    verbose = pytester.runpytest("--tagger=all", "--benchmark-disable", "-v")
+    verbose.stdout.fnmatch_lines(
         ["not run: wd-vit-v3: *not in the Hugging Face cache; run `tagger-eval fetch wd-vit-v3`*"])
 
 

@@ -1,7 +1,7 @@
 """The `data.db` ground truth: a sqlite file of Danbooru-shaped posts with images beside it.
 
 Posts are read one at a time by id, so a 30,000-post dataset costs no more memory than a 30-post one.
-The schema is documented in `datasets/README.md`.
+The schema is documented in `schema.md` beside this module (shipped with the package).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tagger_eval.tags import (
 )
 
 SCHEMA_VERSION = 1
+SCHEMA_DOC = Path(__file__).with_name("schema.md")  # the data.db format, for people; shipped with the package
 
 # Column -> category of the tags it holds; the order is the order truth tags are listed in messages.
 TAG_COLUMNS = {
@@ -165,7 +166,7 @@ class Dataset:
         except sqlite3.DatabaseError as error:
             raise DatasetError(f"{self.path} is not a readable sqlite database: {error}") from error
         if not columns:
-            raise DatasetError(f"{self.path} has no 'posts' table; see datasets/README.md for the schema")
+            raise DatasetError(f"{self.path} has no 'posts' table; see {SCHEMA_DOC} for the schema")
         missing = [column for column in REQUIRED_COLUMNS if column not in columns]
         if missing:
             raise DatasetError(f"{self.path}: table 'posts' lacks column(s) {', '.join(missing)}")

@@ -4,6 +4,11 @@ Danbooru images cannot be shipped, so the demo is drawn: coloured shapes (one pe
 background, with a coloured frame whose colour gives the rating. Its tags follow Danbooru's categories: what is
 drawn is general, a few colour/shape pairs are "characters", and, as on Danbooru, the copyright, the artist and meta
 tags cannot be seen in the pixels, so no tagger gets a perfect score under `--tag-scope=all`.
+
+The dataset ships inside the package (`DEFAULT_DIR`, package data of the wheel), so an installed tagger-eval evaluates
+it from any directory; `tagger-eval make-demo` writes a copy elsewhere, never into the package. After a change to the
+generator (bump `GENERATOR_VERSION`), a checkout refreshes the bundled copy with
+`python -c "from tagger_eval.data import demo_dataset as d; d.generate(d.DEFAULT_DIR)"`.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ BORDER = 4
 SEED = 20221201
 POSTS = 96
 GENERATOR_VERSION = "1"
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "datasets" / "demo"
+# Package data: the wheel ships it, so an installed tagger-eval evaluates the demo from any directory.
+DEFAULT_DIR = Path(__file__).resolve().parent / "demo"
 DEFAULT_DATASET = DEFAULT_DIR / "data.db"
+SOURCE = "synthetic: tagger_eval.data.demo_dataset"  # the `source` metadata of every generated demo
 
 SHAPE_TAGS = {"circle": "circle", "square": "square", "triangle": "triangle", "star": "star_(symbol)"}
 SHAPE_COLOURS = {
@@ -188,7 +195,7 @@ def _star_points(x: int, y: int, outer: float, inner: float, points: int) -> lis
     return vertices
 
 
-def generate(out_dir: Path = DEFAULT_DIR, posts: int = POSTS, seed: int = SEED) -> Path:
+def generate(out_dir: Path, posts: int = POSTS, seed: int = SEED) -> Path:
     """Write `data.db` and `images/` under `out_dir`; the same arguments always give the same bytes."""
     if posts % len(RATING_LETTERS):
         raise ValueError(f"posts must be a multiple of {len(RATING_LETTERS)} (one stratum per rating)")
@@ -222,7 +229,7 @@ def generate(out_dir: Path = DEFAULT_DIR, posts: int = POSTS, seed: int = SEED) 
             )
         connection.executemany(
             "INSERT INTO metadata (key, value) VALUES (?, ?)",
-            [("source", "synthetic: tagger_eval.data.demo_dataset"), ("generator_version", GENERATOR_VERSION),
+            [("source", SOURCE), ("generator_version", GENERATOR_VERSION),
              ("seed", str(seed)), ("posts", str(posts))],
         )
         connection.commit()
@@ -230,3 +237,18 @@ def generate(out_dir: Path = DEFAULT_DIR, posts: int = POSTS, seed: int = SEED) 
     finally:
         connection.close()
     return db_path
+
+
+def is_demo(db_path: Path) -> bool:
+    """Whether `db_path` is a demo dataset written by `generate` (what `make-demo` may overwrite)."""
+    try:
+        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        row = connection.execute("SELECT value FROM metadata WHERE key = 'source'").fetchone()
+    except sqlite3.Error:  # not a database, or no metadata table
+        return False
+    finally:
+        connection.close()
+    return row is not None and row[0] == SOURCE

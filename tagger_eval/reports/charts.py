@@ -1,15 +1,14 @@
-"""The charts of a results document: the data behind each one, and the matplotlib figures as PNG bytes.
+"""The charts of a results document as matplotlib figures and PNG bytes (their data: `chart_data`).
 
-- `scores.png`: per-tagger histograms of the score of every scored post, on one shared x range, the mean marked;
-- `scores-nonnegative.png`: the same for the scores >= 0 only (as the seed's author plotted them);
+- `scores.png`: per-tagger histograms of the score of every scored post, on one shared x range, the mean marked,
+  the count written above any bar too short to see;
+- `scores-nonnegative.png`: the same for the scores >= 0 only (as the seed's author plotted them), drawn only when
+  some post scored below 0 (otherwise it would repeat `scores.png`);
 - `error-rates.png`: the three pooled error rates of the summary per tagger (wrong tags, practical, rating);
-- `score-vs-runtime.png`: mean score against mean inference time per image.
+- `score-vs-runtime.png`: mean score against mean inference time per image, without taggers under 0.1 ms.
 
 Matplotlib is used through `Figure` and the Agg canvas only (no pyplot, no backend switch), so charts can be drawn
 from inside a pytest process. The same document always gives the same bytes.
-
-The data behind each chart comes from a small pure function (`histogram_counts`, `score_histograms`,
-`error_rate_series`, `runtime_series`), so what is drawn can be checked without reading pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import math
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -28,34 +27,34 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from tagger_eval.records import ResultsDocument, document_order, scored_posts
+from tagger_eval.records import ResultsDocument
+from tagger_eval.reports.chart_data import (
+    ERROR_RATES,
+    NO_SCORED_POSTS,
+    error_rate_series,
+    posts_below_zero,
+    runtime_series,
+    score_histograms,
+)
 
 if TYPE_CHECKING:
     from matplotlib.typing import ColorType, RcKeyType
 
-BIN_WIDTH = 0.05
-MAX_BINS = 120
 # Chart labels longer than this lose their middle to an ellipsis; the HTML always has the full text.
 LABEL_WIDTH = 40
 DPI = 100
 # More points than this are labelled with their rank and a key: long labels next to each other collide.
 DIRECT_LABELS = 6
 FIGURE_WIDTH = 8.5  # inches
+# A histogram bar lower than this share of its axis gets its count written above it (one post among 90 is a
+# bar under a pixel high).
+SMALL_BAR = 0.06
 # Explicit settings, so a user's matplotlibrc changes as little as possible and nothing varies between runs.
 STYLE: dict[RcKeyType, Any] = {
     "font.size": 9, "axes.titlesize": 9, "svg.hashsalt": "tagger-eval", "svg.fonttype": "path"
 }
 # PNG metadata: no Software key (it would carry the matplotlib version) and no time.
 PNG_METADATA = {"Software": None}
-RateField = Literal["error_rate", "practical_error_rate", "rating_error_rate"]
-# (summary field, chart legend): the leaderboard's order.
-ERROR_RATES: tuple[tuple[RateField, str], ...] = (
-    ("error_rate", "wrong tags"),
-    ("practical_error_rate", "practical error (ratings left out)"),
-    ("rating_error_rate", "rating errors"),
-)
-NO_SCORED_POSTS = "no scored posts"
-NO_RUNTIME = "no runtime recorded"
 
 
 # Labels
@@ -71,139 +70,6 @@ def chart_label(label: str, width: int = LABEL_WIDTH) -> str:
         head = (width - 1) * 2 // 5
         label = label[:head] + "\u2026" + label[len(label) - (width - 1 - head):]
     return label.replace("$", r"\$")  # matplotlib would read text between two `$` as mathtext
-
-
-# Pure chart data
-
-
-def histogram_bins(values: Iterable[float], width: float = BIN_WIDTH, lower: float | None = None) -> list[float]:
-    """Bin edges on multiples of `width` around every value (and `lower` when given); wider when the range is huge.
-
-    At least one bin, so a single value or no value at all still has an axis.
-    """
-    finite = [float(value) for value in values if math.isfinite(value)]
-    if lower is not None:
-        finite.append(lower)
-    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    for step in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):  # keep the bins readable for a tagger gone wild
-        if (high - low) / (width * step) <= MAX_BINS:
-            width = width * step
-            break
-    else:
-        width = (high - low) / MAX_BINS
-    # The top edge lies above the highest value, so a value on an edge (a perfect 1.0) has a bin of its own.
-    first = math.floor(low / width + 1e-9)
-    last = math.floor(high / width + 1e-9) + 1
-    edges = [round(index * width, 10) for index in range(first, last + 1)]
-    while edges[0] > low:
-        edges.insert(0, round(edges[0] - width, 10))
-    while edges[-1] <= high:
-        edges.append(round(edges[-1] + width, 10))
-    return edges
-
-
-def histogram_counts(scores: Iterable[float], bins: Sequence[float]) -> list[int]:
-    """Posts per bin: `[bins[i], bins[i+1])`, the last bin closed (as `numpy.histogram`); values outside dropped."""
-    edges = np.asarray(bins, dtype=float)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"bins must be at least two increasing edges, got {list(bins)}")
-    values = np.asarray(list(scores), dtype=float)
-    inside = values[(values >= edges[0]) & (values <= edges[-1])]
-    index = np.minimum(np.searchsorted(edges, inside, side="right") - 1, len(edges) - 2)
-    return [int(count) for count in np.bincount(index, minlength=len(edges) - 1)]
-
-
-@dataclass(frozen=True)
-class Histogram:
-    tagger: str
-    counts: list[int]
-    shown: int  # posts in the bars
-    below_zero: int  # scored posts left out for a score below 0 (the non-negative chart only)
-    mean: float | None  # of the scores shown
-    mean_all: float  # of every scored post (the summary's mean score)
-
-
-@dataclass(frozen=True)
-class HistogramSeries:
-    bins: list[float]
-    histograms: list[Histogram]  # best first
-    left_out: list[str]  # taggers without scored posts
-
-
-def score_histograms(document: ResultsDocument, nonnegative: bool = False) -> HistogramSeries:
-    """What `scores.png` (or, with `nonnegative`, `scores-nonnegative.png`) draws: one shared set of bins."""
-    shown: dict[str, list[float]] = {}
-    everything: dict[str, list[float]] = {}
-    left_out = []
-    for label in document_order(document):
-        scores = list(scored_posts(document["taggers"][label]).values())
-        if not scores:
-            left_out.append(label)
-            continue
-        everything[label] = scores
-        shown[label] = [score for score in scores if score >= 0] if nonnegative else scores
-    bins = histogram_bins([score for scores in shown.values() for score in scores],
-                          lower=0.0 if nonnegative else None)
-    histograms = [
-        Histogram(
-            tagger=label,
-            counts=histogram_counts(scores, bins),
-            shown=len(scores),
-            below_zero=len(everything[label]) - len(scores),
-            mean=float(np.mean(scores)) if scores else None,
-            mean_all=float(np.mean(everything[label])),
-        )
-        for label, scores in shown.items()
-    ]
-    return HistogramSeries(bins=bins, histograms=histograms, left_out=left_out)
-
-
-@dataclass(frozen=True)
-class ErrorRateSeries:
-    taggers: list[str]  # best first
-    rates: dict[str, list[float | None]]  # summary field -> one value per tagger; None: no denominator
-    left_out: list[str]  # taggers without scored posts
-
-
-def error_rate_series(document: ResultsDocument) -> ErrorRateSeries:
-    """What `error-rates.png` draws: the summary's rates as they are (fractions), None kept as None."""
-    summaries = {label: document["taggers"][label]["summary"] for label in document_order(document)}
-    taggers = [label for label, summary in summaries.items() if summary["posts"]]
-    rates: dict[str, list[float | None]] = {field: [summaries[label][field] for label in taggers]
-                                            for field, _ in ERROR_RATES}
-    left_out = [label for label in summaries if label not in taggers]
-    return ErrorRateSeries(taggers=taggers, rates=rates, left_out=left_out)
-
-
-@dataclass(frozen=True)
-class RuntimePoint:
-    tagger: str
-    runtime_ms: float
-    mean_score: float
-
-
-@dataclass(frozen=True)
-class RuntimeSeries:
-    points: list[RuntimePoint]  # best first
-    left_out: list[tuple[str, str]]  # (tagger, why)
-    log_x: bool  # the runtimes span more than a factor of 10
-
-
-def runtime_series(document: ResultsDocument) -> RuntimeSeries:
-    """What `score-vs-runtime.png` draws: mean score against the mean milliseconds per image."""
-    points, left_out = [], []
-    for label in document_order(document):
-        summary = document["taggers"][label]["summary"]
-        mean_score, runtime_s = summary["mean_score"], summary["mean_runtime_s"]
-        if mean_score is None:
-            left_out.append((label, NO_SCORED_POSTS))
-        elif runtime_s is None:
-            left_out.append((label, NO_RUNTIME))
-        else:
-            points.append(RuntimePoint(label, runtime_s * 1000, mean_score))
-    runtimes = [point.runtime_ms for point in points]
-    log_x = bool(runtimes) and min(runtimes) > 0 and max(runtimes) > 10 * min(runtimes)
-    return RuntimeSeries(points=points, left_out=left_out, log_x=log_x)
 
 
 # Figures
@@ -269,7 +135,12 @@ def scores_figure(document: ResultsDocument, nonnegative: bool = False) -> Figur
             axes.axvline(histogram.mean_all, color="black", linewidth=1.2, linestyle="--")
         axes.set_ylabel("posts")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylim(0, max(max(histogram.counts), 1) * 1.1)
+        top = max(max(histogram.counts), 1) * 1.1
+        axes.set_ylim(0, top)
+        for left, width, posts in zip(series.bins, widths, histogram.counts, strict=False):
+            if 0 < posts < SMALL_BAR * top:  # a bar too short to see: its count says it is there
+                axes.text(left + width / 2, posts + top * 0.01, str(posts), ha="center", va="bottom", fontsize=7,
+                          gid="small-count")
     axes_list[-1].set_xlim(series.bins[0], series.bins[-1])
     axes_list[-1].set_xlabel("score")
     return figure
@@ -316,7 +187,7 @@ def error_rates_figure(document: ResultsDocument) -> Figure:
 def runtime_figure(document: ResultsDocument) -> Figure:
     """Each point labelled with its tagger; with many taggers, with its rank and a key below (labels would collide)."""
     series = runtime_series(document)
-    notes = _left_out_notes(series.left_out, chart_label)
+    notes = _runtime_notes(document, chart_label)
     keyed = len(series.points) > DIRECT_LABELS
     figure = _figure(5.5 + (0.2 * math.ceil(len(series.points) / 2) if keyed else 0))
     _title(figure, "Mean score against mean inference time", notes)
@@ -351,6 +222,18 @@ class Chart:
     title: str
     build: Callable[[ResultsDocument], Figure]
     notes: Callable[[ResultsDocument], list[str]]  # in full text, for the page
+    # Why the chart is not drawn for this document (None: it is): it would show nothing the others do not.
+    skip: Callable[[ResultsDocument], str | None] = lambda document: None
+
+
+def _runtime_notes(document: ResultsDocument, label: Callable[[str], str] = str) -> list[str]:
+    series = runtime_series(document)
+    fast = series.fast_note(label)
+    return [*_left_out_notes(series.left_out, label), *([fast] if fast else [])]
+
+
+def _skip_nonnegative(document: ResultsDocument) -> str | None:
+    return None if posts_below_zero(document) else "no post scored below 0, so it would repeat the chart above"
 
 
 def _histogram_notes(document: ResultsDocument) -> list[str]:
@@ -376,10 +259,9 @@ def _error_notes(document: ResultsDocument) -> list[str]:
 CHARTS = (
     Chart("scores.png", "Score per post, all scored posts", scores_figure, _histogram_notes),
     Chart("scores-nonnegative.png", "Score per post, scores >= 0 only",
-          lambda document: scores_figure(document, nonnegative=True), _nonnegative_notes),
+          lambda document: scores_figure(document, nonnegative=True), _nonnegative_notes, _skip_nonnegative),
     Chart("error-rates.png", "Error rates", error_rates_figure, _error_notes),
-    Chart("score-vs-runtime.png", "Mean score against ms per image", runtime_figure,
-          lambda document: _left_out_notes(runtime_series(document).left_out, str)),
+    Chart("score-vs-runtime.png", "Mean score against ms per image", runtime_figure, _runtime_notes),
 )
 
 
@@ -391,6 +273,8 @@ def render_png(figure: Figure) -> bytes:
 
 
 def render_charts(document: ResultsDocument) -> dict[str, bytes]:
-    """Every chart of `CHARTS` as PNG bytes by file name, drawn under `STYLE` so that runs and machines agree."""
+    """The charts of `CHARTS` this document needs (`Chart.skip`), as PNG bytes by file name, drawn under `STYLE`
+    so that runs and machines agree."""
     with matplotlib.rc_context(STYLE):
-        return {chart.filename: render_png(chart.build(document)) for chart in CHARTS}
+        return {chart.filename: render_png(chart.build(document)) for chart in CHARTS
+                if chart.skip(document) is None}

@@ -57,12 +57,49 @@ def format_table(summaries: Iterable[TaggerSummary]) -> list[str]:
 
 def summary_lines(
     results: Iterable[PostResult], dataset: str, scope: str, unavailable: Mapping[str, str],
-    expand_implications: bool = False,
+    expand_implications: bool = False, *, implied_tags: int | None = None, details: bool = True,
 ) -> list[str]:
-    """The whole end-of-session report: context, the table, and the taggers `all` could not run."""
-    implications = "; truth expanded with tag implications" if expand_implications else ""
-    lines = [f"dataset: {printable(dataset)}", f"tag scope: {scope}{implications}"]
+    """The whole end-of-session report: context, the table, and the taggers `all` could not run.
+
+    `implied_tags`: how many tags the dataset's implications expand, when the run expands them (0 says that nothing
+    was expanded; None, not known). `details`: one `not run: NAME: REASON` line per tagger `all` left out, else one
+    line naming them (`not_run_line`)."""
+    lines = [f"dataset: {printable(dataset)}", f"tag scope: {scope}{_expansion(expand_implications, implied_tags)}"]
     summaries = summarise(results)
-    lines += format_table(summaries) if summaries else ["no post was evaluated"]
-    lines += [f"not run: {printable(name)}: {printable(reason)}" for name, reason in sorted(unavailable.items())]
+    table = format_table(summaries) if summaries else ["no post was evaluated"]
+    lines += table
+    if details:
+        lines += [f"not run: {printable(name)}: {printable(reason)}" for name, reason in sorted(unavailable.items())]
+    elif unavailable:
+        lines.append(not_run_line(unavailable, width=max(NOT_RUN_WIDTH, *(len(line) for line in table))))
     return lines
+
+
+def _expansion(expand_implications: bool, implied_tags: int | None) -> str:
+    if not expand_implications:
+        return ""
+    if implied_tags == 0:
+        return ("; --expand-implications: nothing expanded, the dataset has no active tag implications "
+                "(`tagger-eval download --with-tag-relations` stores them)")
+    return "; truth expanded with tag implications"
+
+
+NOT_RUN_WIDTH = 80  # the least width of the one `not run` line; it is as wide as the leaderboard when that is wider
+
+
+def not_run_line(unavailable: Mapping[str, str], width: int = NOT_RUN_WIDTH) -> str:
+    """One line for the taggers `all` left out: how many, as many names as fit in `width`, where to read why.
+
+    `not run: 18 taggers cannot run here (why: -v or tagger-eval list): camie-v2, deepdanbooru-v3, +16 more`"""
+    names = [printable(name) for name in sorted(unavailable)]
+    count = len(names)
+    head = f"not run: {count} tagger{'s' if count != 1 else ''} cannot run here (why: -v or tagger-eval list): "
+    shown = 1  # at least one name, however narrow the line
+    while shown < count and len(_listed(head, names, shown + 1)) <= width:
+        shown += 1
+    return _listed(head, names, shown)
+
+
+def _listed(head: str, names: list[str], shown: int) -> str:
+    more = f", +{len(names) - shown} more" if shown < len(names) else ""
+    return head + ", ".join(names[:shown]) + more

@@ -91,13 +91,32 @@ def build_document(
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tagger_eval_version": __version__,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpu_count": os.cpu_count()},
+        "machine": machine(),
         "commit": _commit(rootdir) if rootdir else None,
         "dataset": dataset,
         "settings": {"tag_scope": str(scope)},
         "taggers": taggers,
     }
+
+
+def machine() -> dict[str, Any]:
+    """What the runtimes were measured on; the regression gate compares runtimes only between equal machines."""
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "processor": _processor()}
+
+
+def _processor() -> str:
+    """The CPU model: /proc/cpuinfo's on Linux, where `platform.processor()` names only the architecture (CI
+    runners of one label may get different CPUs)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _post_entry(result: PostResult) -> PostEntry:

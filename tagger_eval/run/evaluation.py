@@ -215,8 +215,8 @@ class Evaluation:
         self.orders: dict[str, list[int]] = {}
         if config.dataset is None and not DEFAULT_DATASET.exists():
             raise DatasetError(
-                f"the bundled demo dataset is missing ({DEFAULT_DATASET}); create it with "
-                "`tagger-eval make-demo` or pass --dataset=PATH/data.db"
+                f"the bundled demo dataset is missing ({DEFAULT_DATASET}); reinstall tagger-eval, or write a copy "
+                "with `tagger-eval make-demo --out DIR` and pass --dataset=DIR"
             )
         self.dataset = Dataset(config.dataset or DEFAULT_DATASET)
         self.dataset_path = self.dataset.path  # `--dataset=DIR` reads DIR/data.db

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagger_eval.config import AUTOSAVE_DIR, MetricsMode, OutputConfig
+from tagger_eval.config import AUTOSAVE_DIR, GateConfig, MetricsMode, OutputConfig
 from tagger_eval.records import PostResult, PostStatus, ResultsDocument
-from tagger_eval.reports.compare import compare, failure_messages, format_comparison
+from tagger_eval.reports.compare import gate_report
 from tagger_eval.reports.results import ResultsError, autosave_path, build_document, save
 from tagger_eval.run.evaluation import Evaluation
 
@@ -48,6 +48,8 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
     """Build the results document; then, as the run's config asks, add metrics, save it, gate and report."""
     config = evaluation.config
     document = build_document(collected.results, collected.identities, evaluation.identity, config.scope, rootdir)
+    if config.unavailable:
+        document["not_run"] = dict(config.unavailable)
     settings = document["settings"]
     settings["expand_implications"] = config.expand_implications
     settings["metrics"] = config.metrics.value
@@ -60,20 +62,26 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
         outcome.lines += _add_metrics(evaluation, collected, document)
     _save(outcome, config.output, rootdir)
     if baseline is not None:
-        rows = compare(baseline, document, config.gate)
-        outcome.lines += ["", "compared with the baseline (mean scores over the posts both runs scored):",
-                          *format_comparison(rows)]
-        messages = failure_messages(rows)
-        if messages:
-            outcome.lines.append("")
-            outcome.fail(*messages)
-        else:
-            outcome.lines.append("no regression against the baseline")
+        _gate(outcome, baseline, config.gate)
     if config.output.report_dir is not None:
         _write_report(outcome, config.output.report_dir)
     if not scored:
         outcome.fail("no post was scored: each one was skipped or errored (`pytest -rs` says why), so the run fails")
     return outcome
+
+
+def _gate(outcome: RunOutcome, baseline: ResultsDocument, gate: GateConfig) -> None:
+    """The comparison with the baseline (`--tagger-baseline`), as `tagger-eval compare` prints it; a regressed or
+    slower tagger, or a baseline over another tag scope, fails the run."""
+    report = gate_report(baseline, outcome.document, gate)
+    outcome.lines += ["", *report.lines]
+    if report.refused is not None:
+        outcome.fail(f"not compared with the baseline: {report.refused}")
+    elif report.failures:
+        outcome.lines.append("")
+        outcome.fail(*report.failures)
+    else:
+        outcome.lines.append("no regression against the baseline")
 
 
 def _save(outcome: RunOutcome, output: OutputConfig, rootdir: Path | None) -> None:
