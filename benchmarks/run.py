@@ -1,21 +1,27 @@
 """How much the evaluation costs beyond the model's own inference: `python benchmarks/run.py`.
 
 For each compute-equivalent model (benchmarks/compute_models.py), on the same images of the bundled demo dataset:
-  (a) raw: onnxruntime alone, batched, on images decoded and preprocessed beforehand (nothing else is timed);
+  (a) raw: the model call alone on the runtime the evaluation uses (the tagger's own onnxruntime session), on images
+      decoded and preprocessed beforehand, at batch sizes 1, 4 and 8 (warm-up excluded: one batch of that size is
+      run before the clock starts; nothing else is timed);
   (b) eval: the whole `pytest --tagger=wd14-onnx:DIR` run in a subprocess (start-up, model load, decoding,
-      preprocessing, scoring, summary, results JSON included), batched with --tagger-batch-size;
+      preprocessing, scoring, summary, results JSON included), at the default settings (no --tagger-batch-size,
+      so batch 1: what a user gets) and at the batch size that made raw fastest;
   (c) http: the seed's way, image by image through a local webui-API-shaped server running the same model (WD
       models only).
 The DeepDanbooru-sized ResNet-50 runs on onnxruntime in (a) and (b), as the evaluation runs it: its ONNX conversion
-is made and cached (under `$TAGGER_EVAL_CACHE/deepdanbooru-onnx`) before (b), which starts without TensorFlow.
-It prints images/s, `eval/raw = X.XX` and `http/raw = X.XX` per model, the peak memory of the evaluation, the peak
-memory of a 10x larger dataset, and the time to score and summarise 30,000 posts.
+is made and cached (under `$TAGGER_EVAL_CACHE/deepdanbooru-onnx`) before (b), which starts without TensorFlow. It
+needs TensorFlow to be built and converted, and is skipped with a line saying so where TensorFlow is not installed.
+It prints images/s, `eval/raw = X.XX (default settings)`, `eval/raw = X.XX (batch size B, the fastest raw
+setting)` and `http/raw = X.XX` per model, the peak memory of the evaluation, the peak memory of a 10x larger
+dataset, and the time to score and summarise 30,000 posts.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import os
@@ -31,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from compute_models import KERAS_MODELS, ONNX_MODELS, ensure
+from compute_models import KERAS_MODELS, ONNX_MODELS, ensure, unavailable
 from PIL import Image
 
 from tagger_eval.data.dataset import Dataset
@@ -43,8 +49,9 @@ from tagger_eval.taggers.wd14 import WD14Tagger, prepare_image
 
 
 def dataset_of(posts: int, directory: Path) -> Path:
-    """The first `posts` demo posts (repeated under new ids past 96), images shared with the bundled demo."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """The first `posts` demo posts; past the demo's 96, its posts again under new ids with images of their own (one
+    pixel changed, so each image has its own md5 and the prediction store cannot serve one for another)."""
+    (directory / "images").mkdir(parents=True, exist_ok=True)
     db_path = directory / "data.db"
     shutil.copyfile(DEFAULT_DATASET, db_path)
     with sqlite3.connect(db_path) as db:
@@ -54,10 +61,25 @@ def dataset_of(posts: int, directory: Path) -> Path:
         for index in range(posts):
             row = list(rows[index % len(rows)])
             row[0] = index + 1
-            row[9] = str(DEFAULT_DATASET.parent / row[9])  # image_path: absolute, so no copies are needed
+            source = DEFAULT_DATASET.parent / row[9]
+            if index < len(rows):
+                row[9] = str(source)  # image_path: absolute, so the demo's own images need no copies
+            else:
+                row[1], row[9] = _variant(source, directory / "images" / f"{index + 1:05d}.png", index)
             db.execute(f"INSERT INTO posts VALUES ({', '.join('?' * columns)})", row)
     db.close()
     return db_path
+
+
+def _variant(source: Path, target: Path, seed: int) -> tuple[str, str]:
+    """A copy of a demo image with one pixel changed: (its md5, its path)."""
+    with Image.open(source) as image:
+        pixels = image.convert("RGB")
+    x, y = seed % pixels.width, (seed // pixels.width) % pixels.height
+    red, green, blue = pixels.getpixel((x, y))  # type: ignore[misc]
+    pixels.putpixel((x, y), ((red + 1) % 256, green, blue))
+    pixels.save(target)
+    return hashlib.md5(target.read_bytes()).hexdigest(), str(target)
 
 
 def raw_seconds(model_dir: Path, db_path: Path, batch_size: int) -> float:
@@ -74,7 +96,7 @@ def raw_seconds(model_dir: Path, db_path: Path, batch_size: int) -> float:
         tagger = WD14Tagger.from_directory(model_dir, TaggerOptions())
         with Dataset(db_path) as dataset:
             batch = np.stack([prepare_image(Dataset.load_image(post), tagger.input_size) for post in dataset])
-    tagger.run(batch[:1])  # warm-up, as the evaluation's first batch pays it too
+    tagger.run(batch[:batch_size])  # warm-up (the evaluation's first batch pays it), excluded
     start = time.perf_counter()
     for offset in range(0, len(batch), batch_size):
         tagger.run(batch[offset : offset + batch_size])
@@ -94,10 +116,13 @@ RUN_PLUGINS = ("-p", "tagger_eval.run.plugin", "-p", "pytest_benchmark.plugin")
 
 
 def pytest_run(arguments: list[str], workdir: Path, all_plugins: bool = False) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MiB) of one `pytest` subprocess."""
+    """Wall seconds and peak resident memory (MiB) of one `pytest` subprocess, which runs the model on every image:
+    as at default settings it writes the prediction store, a new one each time (an earlier run's would serve the
+    images instead of the model)."""
+    store = workdir / "stores" / f"{time.time_ns()}.sqlite"
     command = [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                *(() if all_plugins else RUN_PLUGINS), "--benchmark-disable", "--no-tagger-results",
-               "--score-floor=-1000", *arguments]
+               "--score-floor=-1000", f"--tagger-store={store}", *arguments]
     environment = dict(os.environ)
     if not all_plugins:
         environment["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
@@ -106,6 +131,8 @@ def pytest_run(arguments: list[str], workdir: Path, all_plugins: bool = False) -
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
         raise SystemExit(f"pytest failed:\n{completed.stdout[-3000:]}{completed.stderr[-2000:]}")
+    if "from the prediction store" in completed.stdout:
+        raise SystemExit(f"the run did not infer, it read stored outputs:\n{completed.stdout[-3000:]}")
     peak_kib = int(completed.stdout.rsplit("peak-kib", 1)[1])
     return seconds, peak_kib / 1024
 
@@ -168,31 +195,62 @@ def scoring_seconds(posts: int = 30_000) -> float:
     return time.perf_counter() - start
 
 
+DEFAULT_BATCH_SIZE = 1  # the evaluation's --tagger-batch-size when none is given
+RAW_BATCH_SIZES = (1, 4, 8)
+
+
+def measure(name: str, model_dir: Path, db_path: Path, workdir: Path, batch_sizes: tuple[int, ...] = RAW_BATCH_SIZES,
+            http: bool = True, all_plugins: bool = False) -> list[str]:
+    """One model's lines: raw at each batch size, the evaluation at the default settings and at the batch size
+    that made raw fastest, each against raw at the same batch size, and the webui's way against the fastest raw."""
+    with Dataset(db_path) as dataset:
+        images = len(dataset)
+    sizes = tuple(sorted({DEFAULT_BATCH_SIZE, *batch_sizes}))
+    raw = {size: raw_seconds(model_dir, db_path, size) for size in sizes}
+    best = min(sizes, key=raw.__getitem__)
+    family = "deepdanbooru" if name in KERAS_MODELS else "wd14-onnx"
+    arguments = [f"--tagger={family}:{model_dir}", f"--dataset={db_path}"]
+    default, default_peak = pytest_run(arguments, workdir, all_plugins)
+    fastest, fastest_peak = ((default, default_peak) if best == DEFAULT_BATCH_SIZE else
+                             pytest_run([*arguments, f"--tagger-batch-size={best}"], workdir, all_plugins))
+    lines = [f"{name}: raw {', '.join(f'{images / raw[size]:.2f}' for size in sizes)} images/s at batch size "
+             f"{', '.join(map(str, sizes))}",
+             f"{name}: eval {images / default:.2f} images/s at the default settings (peak {default_peak:.0f} MiB), "
+             f"{images / fastest:.2f} at batch size {best} (peak {fastest_peak:.0f} MiB)",
+             f"{name}: eval/raw = {default / raw[DEFAULT_BATCH_SIZE]:.2f} (default settings)",
+             f"{name}: eval/raw = {fastest / raw[best]:.2f} (batch size {best}, the fastest raw setting)"]
+    if http and name in ONNX_MODELS:  # the webui serves WD models; hydrus-dd is not timed here
+        seconds = http_seconds(model_dir, db_path, workdir, all_plugins)
+        lines += [f"{name}: http {images / seconds:.2f} images/s (image by image)",
+                  f"{name}: http/raw = {seconds / raw[best]:.2f} (raw at batch size {best}, the fastest)"]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=[*ONNX_MODELS, *KERAS_MODELS])
+    parser.add_argument("--models", nargs="*", choices=[*ONNX_MODELS, *KERAS_MODELS],
+                        default=[*ONNX_MODELS, *KERAS_MODELS])
     parser.add_argument("--images", type=int, default=32, help="images per measurement (default 32)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=RAW_BATCH_SIZES, metavar="B",
+                        help="raw batch sizes to try, batch 1 (the default settings) always among them "
+                             "(default 1 4 8)")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--all-plugins", action="store_true",
                         help="time the evaluation with every pytest plugin of this environment loaded")
     args = parser.parse_args()
+    models = {}
+    for name in args.models:  # built (or found) first, so a missing package stops the run before any measurement
+        if reason := unavailable(name):
+            print(f"{name}: skipped: {reason}", flush=True)
+        else:
+            models[name] = ensure(name)
     workdir = Path(tempfile.mkdtemp(prefix="tagger-eval-bench-"))
     db_path = dataset_of(args.images, workdir / "dataset")
-    print(f"{args.images} images, batch size {args.batch_size}, {os.cpu_count()} cores")
-    for name in args.models:
-        model_dir = ensure(name)
-        raw = raw_seconds(model_dir, db_path, args.batch_size)
-        family = "deepdanbooru" if name in KERAS_MODELS else "wd14-onnx"
-        evaluation, peak = pytest_run([f"--tagger={family}:{model_dir}", f"--dataset={db_path}",
-                                       f"--tagger-batch-size={args.batch_size}"], workdir, args.all_plugins)
-        print(f"{name}: raw {args.images / raw:.2f} images/s, eval {args.images / evaluation:.2f} images/s "
-              f"(peak {peak:.0f} MiB)")
-        print(f"{name}: eval/raw = {evaluation / raw:.2f}")
-        if not args.skip_http and name in ONNX_MODELS:  # the webui serves WD models; hydrus-dd is not timed here
-            http = http_seconds(model_dir, db_path, workdir, args.all_plugins)
-            print(f"{name}: http {args.images / http:.2f} images/s")
-            print(f"{name}: http/raw = {http / raw:.2f}")
+    print(f"{args.images} images, {os.cpu_count()} cores", flush=True)
+    for name, model_dir in models.items():
+        for line in measure(name, model_dir, db_path, workdir, tuple(args.batch_sizes), not args.skip_http,
+                            args.all_plugins):
+            print(line, flush=True)
     small, large = dataset_of(96, workdir / "small"), dataset_of(960, workdir / "large")
     _, small_peak = pytest_run(["--tagger=demo-pixel", f"--dataset={small}"], workdir)
     _, large_peak = pytest_run(["--tagger=demo-pixel", f"--dataset={large}"], workdir)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger_eval.config import GATE_FIELDS, GateConfig
+from tagger_eval.config import AUTOSAVE_DIR, GATE_FIELDS, RUN_OPTIONS, GateConfig
+from tagger_eval.option_types import tagger_threshold
 
 if TYPE_CHECKING:
     from tagger_eval.taggers import TaggerEntry
@@ -151,6 +152,40 @@ def compare_runs(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def merge_shards(args: argparse.Namespace) -> int:
+    """The results of `--tagger-shard` runs as one run's; exit 2, writing nothing, when they are not shards of one
+    evaluation, disagree about a post, or leave posts without a result (unless --allow-missing)."""
+    from tagger_eval.reports.leaderboard import summary_lines
+    from tagger_eval.reports.merge import merge_files
+    from tagger_eval.reports.results import ResultsError, save
+
+    try:
+        merged = merge_files(args.results)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for note in merged.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if merged.missing:
+        print("posts without a result:\n" + "\n".join(f"  {line}" for line in merged.missing), file=sys.stderr)
+        if not args.allow_missing:
+            print(f"error: not merged: posts are missing (above); give every shard's results, or pass "
+                  f"--allow-missing to write {args.out} without them", file=sys.stderr)
+            return 2
+    document = merged.document
+    settings = document["settings"]
+    print("\n".join(summary_lines(merged.results, document["dataset"]["path"], settings["tag_scope"],
+                                 document.get("not_run", {}), bool(settings.get("expand_implications")),
+                                 details=False)))
+    try:
+        save(document, args.out)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(args.results)} files, {len(document['taggers'])} taggers")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     """Charts and a page of a saved run; a wrong output path or results file is one line and exit 2, and the
     output path is checked before the results file is read or anything is drawn."""
@@ -169,6 +204,52 @@ def report(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {len(written)} files to {args.out}: {', '.join(path.name for path in written)}")
     return 0
+
+
+def rescore(args: argparse.Namespace) -> int:
+    """The stored outputs scored at each --threshold, no model loaded; exit 2 when that cannot be done as asked (no
+    store, a tagger it does not hold, a threshold below its floor, a dataset or option that cannot be used)."""
+    from tagger_eval.config import ConfigError, PerTagger, RunConfig
+    from tagger_eval.data.dataset import DatasetError
+    from tagger_eval.run.prediction_store import DEFAULT_STORE, StoreError
+    from tagger_eval.run.rescore import RescoreError, rescore_lines
+    from tagger_eval.run.rescore import rescore as rescore_store
+    from tagger_eval.taggers.base import TaggerError
+
+    store = args.store or DEFAULT_STORE
+    config = RunConfig(taggers=(), dataset=args.dataset, scope=args.tag_scope,
+                       character_thresholds=PerTagger.from_values(args.character_threshold),
+                       threshold_profiles=PerTagger.from_values(args.threshold_profile),
+                       expand_implications=args.expand_implications)
+    try:
+        rescored = rescore_store(store, config, args.threshold, args.tagger)
+    except (RescoreError, StoreError, ConfigError, DatasetError, TaggerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(rescore_lines(rescored, store, str(args.tag_scope))))
+    return 0
+
+
+def _grid_threshold(text: str) -> float:
+    name, value = tagger_threshold(text)
+    if name is not None:
+        raise argparse.ArgumentTypeError(f"the grid applies to every tagger: give FLOAT, got {text!r}")
+    return value
+
+
+def _add_rescore_command(commands: argparse._SubParsersAction) -> None:
+    again = commands.add_parser("rescore", help="score the prediction store's outputs at other thresholds and "
+                                "settings, without loading any model")
+    again.add_argument("--threshold", nargs="+", type=_grid_threshold, default=[], metavar="FLOAT",
+                       help="thresholds to score every tagger at, one row each (default: each tagger's own)")
+    again.add_argument("--tagger", action="append", default=[], metavar="NAME[,NAME...]",
+                       help="only these taggers, by label or name (default: every tagger the store holds)")
+    again.add_argument("--store", type=Path, default=None, metavar="PATH",
+                       help=f"the prediction store (default: {AUTOSAVE_DIR}/predictions.sqlite)")
+    options = {option.flag: option for option in RUN_OPTIONS}
+    for flag in ("--dataset", "--character-threshold", "--threshold-profile", "--tag-scope", "--expand-implications"):
+        options[flag].add_to(again.add_argument)
+    again.set_defaults(run=rescore)
 
 
 DEMO_OUT = Path("demo-dataset")  # make-demo's default target, in the current directory
@@ -248,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     for option in GATE_FIELDS.values():  # pytest's gate options without their `--tagger-` prefix
         option.add_to(versus.add_argument, option.flag.replace("--tagger-", "--", 1))
     versus.set_defaults(run=compare_runs)
+    join = commands.add_parser("merge", help="merge the results of --tagger-shard runs into one run's results")
+    join.add_argument("results", type=Path, nargs="+", metavar="RESULTS", help="the shards' results JSON files")
+    join.add_argument("-o", "--out", type=Path, required=True, help="the merged results JSON to write")
+    join.add_argument("--allow-missing", action="store_true",
+                      help="write the merged results even when posts have no result (a shard not given or cut short)")
+    join.set_defaults(run=merge_shards)
+    _add_rescore_command(commands)
     charts = commands.add_parser("report", help="charts and an HTML page of a results file")
     charts.add_argument("results", type=Path, help="a results JSON")
     charts.add_argument("--out", type=Path, required=True, help="directory for the PNG charts and index.html")

@@ -1,6 +1,6 @@
 """A run's settings, parsed once at the boundary: every command-line option is declared here, its value checked by
-an argparse `type=` callable (as pytest-benchmark's `utils.parse_*` do), and the whole run described by one frozen
-`RunConfig` that the evaluation, the end of the run and the CLI share.
+an argparse `type=` callable (`option_types`), and the whole run described by one frozen `RunConfig` that the
+evaluation, the end of the run and the CLI share.
 
 Bad values are usage errors before any test runs. The pytest plugin adds these options to pytest's parser;
 `parse_run_config` parses the same options without pytest (for scripts and tests).
@@ -9,17 +9,26 @@ Bad values are usage errors before any test runs. The pytest plugin adds these o
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tagger_eval.option_types import (
+    choice,
+    fraction,
+    non_negative_float,
+    positive_int,
+    tagger_float,
+    tagger_profile,
+    tagger_threshold,
+    timeout_seconds,
+)
 from tagger_eval.scoring.scope import TagScope
 from tagger_eval.scoring.tag_distance import SimilarityMeasure, SoftScoreMatching
+from tagger_eval.shards import Shard, shard_option
 
-E = TypeVar("E", bound=StrEnum)
 V = TypeVar("V", float, str)
 # Decoded pixels per image above which a post is skipped: 40 megapixels (a 6300x6300 image, 120 MB as RGB) holds
 # every ordinary Danbooru post; Pillow itself only warns below 89 megapixels and refuses above twice that.
@@ -69,80 +78,6 @@ class TaggerOptions:
     execution_provider: ExecutionProvider = ExecutionProvider.AUTO
     threads: int | None = None  # intra-op threads for in-process models; None = one per core
     http_timeout: float = 60.0  # seconds, for tagger servers
-
-
-# Value parsers: argparse `type=` callables. argparse prefixes their messages with "argument --OPTION: ".
-
-TaggerValue = tuple[str | None, float]  # `NAME=FLOAT` or `FLOAT` (name None)
-
-
-def _split_tagger_value(text: str) -> TaggerValue:
-    name, _, number = text.rpartition("=")
-    try:
-        return name or None, float(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FLOAT or NAME=FLOAT, got {text!r}") from None
-
-
-def tagger_float(text: str) -> TaggerValue:
-    """`FLOAT` (every tagger) or `NAME=FLOAT` (one tagger)."""
-    name, value = _split_tagger_value(text)
-    if math.isnan(value):
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return name, value
-
-
-def tagger_profile(text: str) -> tuple[str | None, str]:
-    """`PROFILE` (every tagger that publishes threshold profiles) or `NAME=PROFILE` (one tagger)."""
-    name, _, profile = text.rpartition("=")
-    if not profile.strip():
-        raise argparse.ArgumentTypeError(f"expected PROFILE or NAME=PROFILE, got {text!r}")
-    return name or None, profile.strip()
-
-
-def tagger_threshold(text: str) -> TaggerValue:
-    """`tagger_float` in [0, 1): a tag is predicted when its probability is strictly greater."""
-    name, value = _split_tagger_value(text)
-    if not 0.0 <= value < 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"a threshold must be in [0, 1), got {text!r}")
-    return name, value
-
-
-def _number(convert: Callable[[str], float], minimum: float, maximum: float = math.inf) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not minimum <= value <= maximum:  # NaN fails too
-            bound = f"at least {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        if not math.isfinite(value):  # `inf` would make a timeout an unbounded wait
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        return value
-
-    parse.__name__ = convert.__name__  # argparse names the type in its own messages
-    return parse
-
-
-positive_int = _number(int, 1)
-timeout_seconds = _number(float, 0.001)  # below a millisecond every request would time out
-non_negative_float = _number(float, 0.0)
-fraction = _number(float, 0.0, 1.0)
-
-
-def choice(enum: type[E], what: str | None = None) -> Callable[[str], E]:
-    """One of `enum`'s values; the error calls the value `what` (default: the enum's name)."""
-
-    def parse(text: str) -> E:
-        try:
-            return enum(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"unknown {what or enum.__name__} {text!r}; expected one of {', '.join(enum)}") from None
-
-    parse.__name__ = enum.__name__
-    return parse
 
 
 # The options, declared once for pytest's parser and for argparse.
@@ -230,13 +165,16 @@ RUN_OPTIONS = (
     Option("--tagger-threads", "intra-op threads for in-process models (default: one per core)",
            {"type": positive_int, "default": None, "metavar": "N"}),
     Option("--http-timeout", "deadline of each attempt of a request to a tagger server, the whole answer included "
-           "(default: 60)",
-           {"type": timeout_seconds, "default": 60.0, "metavar": "SECONDS"}),
+           "(default: 60)", {"type": timeout_seconds, "default": 60.0, "metavar": "SECONDS"}),
+    Option("--tagger-shard", "only every Nth post in id order, from the Ith", {"type": shard_option, "metavar": "I/N"}),
     Option("--max-image-pixels", f"skip images with more pixels than this (default: {DEFAULT_MAX_IMAGE_PIXELS:,})",
            {"type": positive_int, "default": DEFAULT_MAX_IMAGE_PIXELS, "metavar": "N"}),
     Option("--tagger-results", f"write the run's results JSON here (default: a new numbered file in {AUTOSAVE_DIR}/)",
            {"type": Path, "default": None, "metavar": "PATH"}),
     Option("--no-tagger-results", "do not save the run's results", {"action": "store_true"}),
+    Option("--tagger-store", f"the prediction store (default: {AUTOSAVE_DIR}/predictions.sqlite in the rootdir)",
+           {"type": Path, "metavar": "PATH"}),
+    Option("--no-tagger-store", "neither read nor write the prediction store", {"action": "store_true"}),
     Option("--tagger-baseline", "fail the session when a tagger regressed against this saved results file",
            {"type": Path, "default": None, "metavar": "PATH"}),
     *GATE_FIELDS.values(),
@@ -333,6 +271,9 @@ class RunConfig:
     soft_score_similarity: SimilarityMeasure = SimilarityMeasure.COSINE
     batch_size: int = 1
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    shard: Shard | None = None  # --tagger-shard: only this shard's posts
+    store: Path | None = None  # --tagger-store; None: the default, under the rootdir `Evaluation` is given
+    use_store: bool = True  # --no-tagger-store: False
     tagger_options: TaggerOptions = TaggerOptions()
     output: OutputConfig = OutputConfig()
     gate: GateConfig = GateConfig()
@@ -354,11 +295,11 @@ class RunConfig:
             threshold_profiles=PerTagger.from_values(options.threshold_profile),
             scope=options.tag_scope, expand_implications=options.expand_implications, metrics=options.tagger_metrics,
             soft_score_matching=options.soft_score_matching, soft_score_similarity=options.soft_score_similarity,
-            batch_size=options.tagger_batch_size, max_image_pixels=options.max_image_pixels,
+            batch_size=options.tagger_batch_size, max_image_pixels=options.max_image_pixels, shard=options.tagger_shard,
             tagger_options=TaggerOptions(options.execution_provider, options.tagger_threads, options.http_timeout),
             output=OutputConfig(options.tagger_results, not options.no_tagger_results, options.tagger_baseline,
                                 options.tagger_report),
-            gate=GateConfig.from_options(options),
+            gate=GateConfig.from_options(options), store=options.tagger_store, use_store=not options.no_tagger_store,
         )
         config.check()
         return config

@@ -47,6 +47,7 @@ class PostResult:
     truth_tags: list[str] | None = None
     probabilities: dict[str, float] | None = None
     categories: dict[str, int] | None = None  # of the kept tags, for the per-category metrics
+    from_store: bool = False  # the output came from the prediction store (its runtime is the one measured then)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", PostStatus(self.status))  # a plain "scored" from JSON or a caller
@@ -81,6 +82,8 @@ class PostResult:
             if data[name] is not None:
                 data[name] = list(data[name])
         data["counts"] = deepcopy(self.counts)
+        if not self.from_store:  # said only of the posts it concerns (the results JSON's post entries too)
+            del data["from_store"]
         return {**data, "status": self.status.value}
 
     @classmethod
@@ -207,6 +210,7 @@ class TaggerResults(TypedDict):
     summary: dict[str, Any]  # `TaggerSummary` as JSON; `TaggerSummary.from_dict` reads it back
     posts: dict[str, PostEntry]
     metrics: NotRequired[dict[str, Any]]
+    posts_from_store: NotRequired[int]  # scored from the prediction store's outputs, when any was
 
 
 class RunSettings(TypedDict, total=False):
@@ -215,6 +219,7 @@ class RunSettings(TypedDict, total=False):
     metrics: str
     soft_score_matching: str  # with metrics "full"
     soft_score_similarity: str
+    shard: str  # `--tagger-shard`'s I/N
 
 
 class ResultsDocument(TypedDict):

@@ -37,7 +37,7 @@ def test_batches_give_the_one_by_one_results(pytester: pytest.Pytester, wd14_v2_
     specs = f"--tagger=all,wd14-onnx:{wd14_v2_dir},wd14-onnx:{wd14_v3_dir}"
     one, many = pytester.path / "one.json", pytester.path / "many.json"
     common = [specs, "--benchmark-disable", "--score-floor=wd14-onnx:" + str(wd14_v2_dir) + "=-50",
-              f"--score-floor=wd14-onnx:{wd14_v3_dir}=-50", "--tagger-metrics=full"]
+              f"--score-floor=wd14-onnx:{wd14_v3_dir}=-50", "--tagger-metrics=full", "--no-tagger-store"]
     assert pytester.runpytest(*common, f"--tagger-results={one}").ret == pytest.ExitCode.OK
     assert pytester.runpytest(*common, f"--tagger-results={many}", "--tagger-batch-size=7").ret == 0
     assert comparable_results(load(many)) == comparable_results(load(one))
@@ -138,7 +138,7 @@ def test_the_next_batch_is_decoding_while_the_model_runs() -> None:
         predictor = BatchPredictor(Observing(), batch_size=3, order=[1, 2, 3, 4, 5, 6, 7])
         try:
             for post_id in range(1, 8):
-                post, (output, runtime) = predictor.output(post_id, dataset.get, lambda infer: infer())
+                post, (output, runtime, _) = predictor.output(post_id, dataset.get, lambda infer: infer())
                 assert post == dataset.get(post_id)
                 assert set(output) == set(post.tags) and runtime >= 0
         finally:

@@ -384,8 +384,9 @@ def test_the_compare_command_applies_the_same_rule(tmp_path: Path, capsys) -> No
 def test_an_xdist_run_gives_the_serial_results(pytester: pytest.Pytester) -> None:
     serial, parallel = pytester.path / "serial.json", pytester.path / "parallel.json"
     first = pytester.runpytest_subprocess("--tagger=all", "--benchmark-disable", f"--tagger-results={serial}")
+    # Without the store the first run filled: the workers infer every post again.
     second = pytester.runpytest_subprocess("--tagger=all", "--benchmark-disable", f"--tagger-results={parallel}",
-                                           "-n", "2", "--dist", "loadgroup")
+                                           "-n", "2", "--dist", "loadgroup", "--no-tagger-store")
     assert first.ret == second.ret == pytest.ExitCode.OK
     second.assert_outcomes(passed=4 * 96)
     assert comparable_results(load(parallel)) == comparable_results(load(serial))

@@ -12,10 +12,11 @@ import pytest
 from builders import build_dataset
 from PIL import Image
 
-from tagger_eval.config import ConfigError, PerTagger, parse_run_config, tagger_float
+from tagger_eval.config import ConfigError, PerTagger, parse_run_config
 from tagger_eval.data import demo_dataset as demo
 from tagger_eval.data.dataset import Dataset, DatasetError
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
+from tagger_eval.option_types import tagger_float
 from tagger_eval.records import PostResult
 from tagger_eval.reports.leaderboard import format_table, summarise, summary_lines
 from tagger_eval.run.evaluation import Evaluation, PostSkipped, TaggerRun, TaggerSettings

@@ -294,12 +294,18 @@ class Dataset:
         pixels are decoded; any reason it cannot be had becomes one `ImageUnavailable` naming the post and path."""
         return _read_image(post, max_pixels)
 
+    @staticmethod
+    def check_image(post: Post, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        """What `load_image` checks (the file's md5, its size from the header), without decoding the pixels: a post
+        whose output the prediction store holds is skipped exactly when a fresh run would skip it."""
+        _read_image(post, max_pixels, decode=False)
+
 
 def _is_lock(error: sqlite3.OperationalError) -> bool:
     return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def _read_image(post: Post, max_pixels: int) -> Image.Image:
+def _read_image(post: Post, max_pixels: int, decode: bool = True) -> Image.Image:
     path = post.image_path
     try:
         with path.open("rb") as file:
@@ -310,15 +316,15 @@ def _read_image(post: Post, max_pixels: int) -> Image.Image:
                                        f"{expected}, the file's is {actual}): it is not this post's image; download "
                                        "it again")
             file.seek(0)
-            return _decode(post, file, max_pixels)
+            return _decode(post, file, max_pixels, decode)
     except FileNotFoundError:
         raise ImageUnavailable(f"post {post.id}: image file missing: {path}") from None
     except OSError as error:
         raise ImageUnavailable(f"post {post.id}: image {path} is unreadable: {error}") from error
 
 
-def _decode(post: Post, file: BinaryIO, max_pixels: int) -> Image.Image:
-    """Pillow on an untrusted file: the size from the header first, then the pixels."""
+def _decode(post: Post, file: BinaryIO, max_pixels: int, decode: bool = True) -> Image.Image:
+    """Pillow on an untrusted file: the size from the header first, then the pixels (unless `decode` is false)."""
     try:
         with Image.open(file) as image:
             width, height = image.size
@@ -326,7 +332,8 @@ def _decode(post: Post, file: BinaryIO, max_pixels: int) -> Image.Image:
                 raise ImageTooLarge(f"post {post.id}: image {post.image_path} is {width}x{height} "
                                     f"({width * height:,} pixels), more than the limit of {max_pixels:,}; raise it "
                                     f"with --max-image-pixels={width * height} to evaluate this post")
-            image.load()
+            if decode:
+                image.load()
             return image
     except ImageUnavailable:
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from tagger_eval.records import PostResult, TaggerSummary, summarise
+from tagger_eval.records import PostResult, PostStatus, TaggerSummary, group_by_tagger, summarise
 from tagger_eval.reports.text_table import format_table as render_table
 from tagger_eval.tags import printable
 
@@ -65,14 +65,30 @@ def summary_lines(
     was expanded; None, not known). `details`: one `not run: NAME: REASON` line per tagger `all` left out, else one
     line naming them (`not_run_line`)."""
     lines = [f"dataset: {printable(dataset)}", f"tag scope: {scope}{_expansion(expand_implications, implied_tags)}"]
+    results = list(results)
     summaries = summarise(results)
     table = format_table(summaries) if summaries else ["no post was evaluated"]
     lines += table
+    if (stored := store_line(results)) is not None:
+        lines.append(stored)
     if details:
         lines += [f"not run: {printable(name)}: {printable(reason)}" for name, reason in sorted(unavailable.items())]
     elif unavailable:
         lines.append(not_run_line(unavailable, width=max(NOT_RUN_WIDTH, *(len(line) for line in table))))
     return lines
+
+
+def store_line(results: Iterable[PostResult]) -> str | None:
+    """`from the prediction store: demo-pixel 96 of 96 posts (runtimes as measured when inferred)`: per tagger, how
+    many of its scored posts were scored from stored outputs; None when none was."""
+    counts = []
+    for label, group in sorted(group_by_tagger(results).items()):
+        scored = [result for result in group if result.status == PostStatus.SCORED]
+        if stored := sum(result.from_store for result in scored):
+            counts.append(f"{printable(label)} {stored} of {len(scored)} posts")
+    if not counts:
+        return None
+    return f"from the prediction store: {', '.join(counts)} (runtimes as measured when inferred)"
 
 
 def _expansion(expand_implications: bool, implied_tags: int | None) -> str:

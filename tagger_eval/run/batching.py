@@ -5,6 +5,10 @@ The tests still score one post each; the first test of a batch runs the model fo
 ones take their output from it. Each post's runtime is the batch's time divided by its size. Whatever goes wrong
 with one post (reading its row, its image) and the warnings decoding its image raised come out in that post's own
 test, never in the test that happened to read it ahead.
+
+With a prediction store (`OutputStore`), a post whose output it holds is neither decoded nor inferred: its image
+is only checked against its md5 and the pixel limit (as a fresh run would), and it is served with the runtime
+measured when it was inferred. Every inferred output is saved as soon as its batch returns.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from PIL import Image
 
@@ -26,7 +30,22 @@ from tagger_eval.data.dataset import Dataset, ImageTooLarge, Post
 from tagger_eval.taggers import Sample, Tagger
 
 T = TypeVar("T")
-Output = tuple[dict[str, float], float]  # (the tagger's output for one image, its share of the batch's runtime)
+
+
+class Output(NamedTuple):
+    """The tagger's output for one image and its share of the batch's runtime (or the stored ones)."""
+
+    probabilities: dict[str, float]
+    runtime_s: float
+    from_store: bool = False
+
+
+class OutputStore(Protocol):
+    """Where outputs are kept between runs (`prediction_store.TaggerOutputs`)."""
+
+    def lookup(self, post: Post) -> tuple[dict[str, float], float] | None: ...
+
+    def save(self, post: Post, output: dict[str, float], runtime_s: float) -> None: ...
 
 
 class InferenceRunner(Protocol):
@@ -48,8 +67,10 @@ class _Slot:
 
 class BatchPredictor:
     def __init__(self, tagger: Tagger, batch_size: int, order: Sequence[int],
-                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None) -> None:
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None,
+                 store: OutputStore | None = None) -> None:
         self.tagger = tagger
+        self.store = store
         self.batch_size = batch_size
         self.order = list(order)
         self.max_pixels = max_pixels
@@ -58,6 +79,7 @@ class BatchPredictor:
                                         thread_name_prefix="tagger-eval-decode")
         self._pending: dict[int, Future[_Slot]] = {}  # read, decoding or decoded
         self._ready: dict[int, _Slot] = {}  # through the model (or failed before it), waiting for the post's test
+        self._stored: set[int] = set()  # pending posts whose output comes from the store: checked, not decoded
 
     def output(self, post_id: int, read: Callable[[int], Post], run_inference: InferenceRunner) -> tuple[Post, Output]:
         """The post and its output, running the model on a batch that starts with it when it has none yet.
@@ -66,7 +88,12 @@ class BatchPredictor:
         `ImageUnavailable`, is raised here, after the warnings its decoding raised are shown here.
         """
         if post_id not in self._ready:
-            self._run_batch(post_id, read, run_inference)
+            self._start([post_id], read)
+            if post_id in self._stored:  # served alone: no model call in this post's test
+                self._stored.discard(post_id)
+                self._ready[post_id] = self._pending.pop(post_id).result()
+            else:
+                self._run_batch(post_id, read, run_inference)
         slot = self._ready.pop(post_id)
         reissue(slot.warnings)
         if slot.error is not None:
@@ -90,13 +117,21 @@ class BatchPredictor:
                 failed.set_result(_Slot(error=error))
                 self._pending[post_id] = failed
             else:
-                self._pending[post_id] = self._pool.submit(self._decode, post)
+                stored = self.store.lookup(post) if self.store is not None else None
+                if stored is not None:
+                    self._stored.add(post_id)
+                self._pending[post_id] = self._pool.submit(self._decode, post, stored)
 
-    def _decode(self, post: Post) -> _Slot:
-        """In a decoding thread: the image or why not, with the warnings decoding raised kept for the post's test."""
+    def _decode(self, post: Post, stored: tuple[dict[str, float], float] | None = None) -> _Slot:
+        """In a decoding thread: the image or why not, with the warnings decoding raised kept for the post's test.
+        A stored output is checked against the file instead (its md5, the size in its header), never decoded."""
         with thread_warnings() as caught:
             try:
-                slot = _Slot(post, image=Dataset.load_image(post, self.max_pixels))
+                if stored is None:
+                    slot = _Slot(post, image=Dataset.load_image(post, self.max_pixels))
+                else:
+                    Dataset.check_image(post, self.max_pixels)
+                    slot = _Slot(post, output=Output(*stored, from_store=True))
             except Exception as error:
                 slot = _Slot(post, error=error)
         # A size refusal already says what Pillow's decompression bomb warning would.
@@ -109,6 +144,7 @@ class BatchPredictor:
         batch_ids = self._upcoming(post_id, self.batch_size)
         self._start(batch_ids, read)
         slots = {batch_id: self._pending.pop(batch_id).result() for batch_id in batch_ids}
+        self._stored.difference_update(batch_ids)
         # The next batch decodes while this one runs.
         following = self._position.get(batch_ids[-1])
         if following is not None:
@@ -128,7 +164,9 @@ class BatchPredictor:
                                    f"{len(samples)} images")
             for sample, output in zip(samples, outputs, strict=True):
                 slot = slots[sample.post.id]
-                slot.output, slot.image = (output, elapsed / len(samples)), None
+                slot.output, slot.image = Output(output, elapsed / len(samples)), None
+                if self.store is not None:  # committed now: a run killed later keeps it
+                    self.store.save(sample.post, output, slot.output.runtime_s)
         self._ready.update(slots)
 
     def close(self) -> None:

@@ -1,30 +1,38 @@
 """One evaluation run, independent of pytest: settings, loaded taggers, per-post results.
 
-The pytest plugin is a thin shell around this module; `TaggerRun.evaluate` is the whole per-test work.
+The pytest plugin is a thin shell around this module; `TaggerRun.evaluate` is the whole per-test work: the
+tagger's output (inferred, or served by the prediction store), then `TaggerRun.score`, which `tagger-eval rescore`
+calls on stored outputs too.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Mapping, Sequence
+import sqlite3
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from tagger_eval.config import DEFAULT_MAX_IMAGE_PIXELS, MetricsMode, RunConfig, TaggerSpec
+from tagger_eval.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, MetricsMode, RunConfig, TaggerSpec
 from tagger_eval.data.dataset import Dataset, DatasetError, ImageUnavailable, InvalidPost, Post
 from tagger_eval.data.demo_dataset import DEFAULT_DATASET
 from tagger_eval.records import DatasetIdentity, PostResult, PostStatus
 from tagger_eval.reports.results import dataset_identity
-from tagger_eval.run.batching import BatchPredictor, InferenceRunner
+from tagger_eval.run.batching import BatchPredictor, InferenceRunner, OutputStore
+from tagger_eval.run.prediction_store import PredictionStore, RunStore, TaggerOutputs
+from tagger_eval.run.stored_taggers import output_context, scoring_info
 from tagger_eval.scoring.post_score import PostScore, score_post
 from tagger_eval.scoring.scope import TagScope, scoped_tags
 from tagger_eval.taggers import Tagger, create, normalise_prediction, read_vocabulary, select_tags
 from tagger_eval.taggers.base import TaggerError, resolve_rating_aliases
 from tagger_eval.tags import GENERAL, RATING, RATING_TAGS, UNKNOWN_CATEGORY, is_rating, normalise_tag, rating_tag
 
-PROBABILITY_FLOOR = 0.01  # probabilities kept per post for the run's metrics; lower ones count as 0
+# Probabilities kept per post for the run's metrics (lower ones count as 0), and the prediction store's floor: it
+# keeps every output at or above it (and every rating), so any threshold >= the floor is scored from it exactly.
+PROBABILITY_FLOOR = 0.01
 T = TypeVar("T")
 
 
@@ -73,10 +81,12 @@ class TaggerRun:
 
     def __init__(self, settings: TaggerSettings, tagger: Tagger, tag_aliases: Mapping[str, str] | None = None,
                  truth_options: TruthOptions | None = None, batch_size: int = 1,
-                 order: Sequence[int] = (), max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 order: Sequence[int] = (), max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 store: OutputStore | None = None, identity: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
-        self.batches = BatchPredictor(tagger, batch_size, order, max_image_pixels)
+        self.batches = BatchPredictor(tagger, batch_size, order, max_image_pixels, store=store)
+        self._identity_given = None if identity is None else dict(identity)
         self.identity_reported = False
         self.tag_aliases = dict(tag_aliases or {})
         self.truth_options = truth_options or TruthOptions()
@@ -91,6 +101,11 @@ class TaggerRun:
     def label(self) -> str:
         return self.settings.spec.label
 
+    @cached_property
+    def identity(self) -> dict[str, str]:
+        """The tagger's identity, computed once (it hashes the model file)."""
+        return self._identity_given if self._identity_given is not None else self.tagger.identity()
+
     def evaluate(
         self,
         dataset: Dataset,
@@ -99,31 +114,41 @@ class TaggerRun:
     ) -> PostResult:
         """Score one post; `run_inference` wraps the timed model call (pytest-benchmark passes its pedantic run)."""
         try:
-            post, (output, runtime) = self.batches.output(post_id, lambda upcoming: self._read(dataset, upcoming),
-                                                          run_inference)
+            post, output = self.batches.output(post_id, lambda upcoming: self.read(dataset, upcoming), run_inference)
         except (ImageUnavailable, InvalidPost) as error:
             raise PostSkipped(str(error)) from error
+        return self.score(post, self.normalised(output.probabilities), output.runtime_s, output.from_store)
+
+    def normalised(self, output: Mapping[str, float]) -> dict[str, float]:
+        """The tagger's raw output in the dataset's tag names (what `score` takes)."""
+        return normalise_prediction(output, self.tag_aliases)
+
+    def score(self, post: Post, probabilities: Mapping[str, float], runtime: float | None,
+              from_store: bool = False) -> PostResult:
+        """The post's result from the tagger's normalised output: the one scoring path of a run and of
+        `tagger-eval rescore`. `post` is as `read` gives it."""
         post_tags = post.tags
         truth = self._truth(post)
-        probabilities = normalise_prediction(output, self.tag_aliases)
         selected = select_tags(probabilities, self.settings.threshold, self.settings.character_threshold,
                                self.vocabulary, self.tagger.character_categories)
         selected = resolve_rating_aliases(selected, rating_tag(post.rating), self.tagger.rating_aliases)
-        # The dataset's category first, so a tag in the truth is filtered the same way on both sides.
-        categories = ChainMap(dict(post_tags), self.vocabulary or {})
+        # The dataset's category first, so a tag in the truth is filtered the same way on both sides. One dict: a
+        # post's kept probabilities (`--tagger-metrics`) look up thousands of tags.
+        categories = {**(self.vocabulary or {}), **post_tags}
         predicted = scoped_tags(selected, categories, self.settings.scope, self.scope_vocabulary)
         post_score: PostScore = score_post(predicted, truth)
         return PostResult(
-            **self._identity(post_id),
+            **self._identity(post.id),
             status=PostStatus.SCORED,
             runtime_s=runtime,
+            from_store=from_store,
             counts=post_score.to_dict(),
             missed_tags=sorted(truth - predicted),
             wrong_tags=sorted(predicted - truth),
             **self._kept_probabilities(probabilities, truth, categories),
         )
 
-    def _read(self, dataset: Dataset, post_id: int) -> Post:
+    def read(self, dataset: Dataset, post_id: int) -> Post:
         """The post as it is predicted and scored; a post with nothing to score is skipped before its image is read."""
         post = self._prepared(dataset.get(post_id))
         self._truth(post)
@@ -206,10 +231,15 @@ def align_vocabulary(vocabulary: Mapping[str, int] | None, tag_aliases: Mapping[
 
 
 class Evaluation:
-    """One evaluation run (`pytest --tagger=...`): the dataset, the selected taggers and their settings."""
+    """One evaluation run (`pytest --tagger=...`): the dataset, the selected taggers and their settings.
 
-    def __init__(self, config: RunConfig) -> None:
+    `rootdir` places the default prediction store (pytest's rootdir); `vocabulary_of` reads a selected tagger's
+    vocabulary for `--tag-scope=shared` (default: from its tag files, without loading the model)."""
+
+    def __init__(self, config: RunConfig, rootdir: Path | None = None,
+                 vocabulary_of: Callable[[TaggerSpec], Mapping[str, int] | None] | None = None) -> None:
         self.config = config
+        self._vocabulary_of = vocabulary_of or (lambda spec: read_vocabulary(spec, config.tagger_options))
         # Per tagger label, the post ids in the order their tests will run (set after collection): batches are
         # made of the posts that come next.
         self.orders: dict[str, list[int]] = {}
@@ -225,10 +255,16 @@ class Evaluation:
             self.tag_aliases = self.dataset.tag_aliases()
             self._truth_options = TruthOptions(
                 self.dataset.tag_implications() if config.expand_implications else {}, self.dataset.tag_categories())
-        except DatasetError:
+            self.store = RunStore(config, rootdir, PROBABILITY_FLOOR)
+        except (DatasetError, ConfigError):
             self.dataset.close()
             raise
         self._shared_read = False
+
+    def store_bypass(self, threshold: float | None, character_threshold: float | None) -> str | None:
+        """Why the store cannot serve a tagger run at these thresholds, or None when it can (or there is none)."""
+        metrics_floor = PROBABILITY_FLOOR if self.config.metrics != MetricsMode.OFF else None
+        return self.store.bypass(threshold, character_threshold, metrics_floor)
 
     def _check_not_empty(self) -> None:
         """A run that could evaluate nothing is refused before it starts, rather than passing with no result."""
@@ -245,8 +281,9 @@ class Evaluation:
     def specs(self) -> tuple[TaggerSpec, ...]:
         return self.config.taggers
 
-    def settings(self, spec: TaggerSpec, tagger: Tagger) -> TaggerSettings:
-        config = self.config
+    def settings(self, spec: TaggerSpec, tagger: Tagger, config: RunConfig | None = None) -> TaggerSettings:
+        """One tagger's settings under the run's config (or `config`: rescore's other thresholds)."""
+        config = config or self.config
         profile = self._threshold_profile(spec, tagger)
         given = config.thresholds.pick(spec, None)  # a threshold given overrides the profile
         threshold = given if given is not None else (
@@ -292,7 +329,7 @@ class Evaluation:
         for spec in self.specs:
             # Read from the tag files, without loading the models. The ratings a coarse rating stands for need no
             # adding: ratings are kept or dropped all together below.
-            vocabulary = align_vocabulary(read_vocabulary(spec, self.config.tagger_options), self.tag_aliases, {})
+            vocabulary = align_vocabulary(self._vocabulary_of(spec), self.tag_aliases, {})
             if vocabulary is not None:
                 shared = frozenset(vocabulary) if shared is None else shared & vocabulary.keys()
                 all_rate = all_rate and any(is_rating(tag) or category == RATING
@@ -305,11 +342,34 @@ class Evaluation:
     def load(self, spec: TaggerSpec) -> TaggerRun:
         tagger = create(spec, self.config.tagger_options)
         try:
-            return TaggerRun(self.settings(spec, tagger), tagger, self.tag_aliases, self.truth_options(),
-                             self.config.batch_size, self.orders.get(spec.label, ()), self.config.max_image_pixels)
+            return self.run_for(spec, tagger)
         except Exception:
             tagger.close()
             raise
 
+    def run_for(self, spec: TaggerSpec, tagger: Tagger, settings: TaggerSettings | None = None,
+                use_store: bool = True) -> TaggerRun:
+        """The run of a created tagger; with the store, its outputs are looked up and saved under its identity."""
+        settings = settings or self.settings(spec, tagger)
+        store, identity = None, None
+        if use_store and tagger.storable and (opened := self.store.open()) is not None:
+            identity = tagger.identity()
+            store = self._outputs(opened, spec, tagger, settings, identity)
+        return TaggerRun(settings, tagger, self.tag_aliases, self.truth_options(), self.config.batch_size,
+                         self.orders.get(spec.label, ()), self.config.max_image_pixels, store, identity)
+
+    def _outputs(self, store: PredictionStore, spec: TaggerSpec, tagger: Tagger, settings: TaggerSettings,
+                 identity: Mapping[str, str]) -> TaggerOutputs | None:
+        try:
+            entry = store.register(identity, spec.label, scoring_info(tagger),
+                                   output_context(tagger, self.config.tagger_options))
+        except sqlite3.Error as error:
+            warnings.warn(f"prediction store {store.path} not used for {spec.label}: {error}", RuntimeWarning,
+                          stacklevel=2)
+            return None
+        read = self.store_bypass(settings.threshold, settings.character_threshold) is None
+        return TaggerOutputs(store, entry, frozenset(tagger.rating_aliases), read=read)
+
     def close(self) -> None:
         self.dataset.close()
+        self.store.close()

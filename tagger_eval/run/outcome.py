@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagger_eval.config import AUTOSAVE_DIR, GateConfig, MetricsMode, OutputConfig
-from tagger_eval.records import PostResult, PostStatus, ResultsDocument
+from tagger_eval.records import PostResult, PostStatus, ResultsDocument, group_by_tagger
 from tagger_eval.reports.compare import gate_report
 from tagger_eval.reports.results import ResultsError, autosave_path, build_document, save
 from tagger_eval.run.evaluation import Evaluation
+from tagger_eval.tags import printable
 
 
 @dataclass
@@ -56,7 +57,10 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
     if config.metrics == MetricsMode.FULL:
         settings["soft_score_matching"] = config.soft_score_matching.value
         settings["soft_score_similarity"] = config.soft_score_similarity.value
+    if config.shard is not None:  # `tagger-eval merge` joins the shards
+        settings["shard"] = str(config.shard)
     outcome = RunOutcome(document)
+    outcome.lines += _store_notes(evaluation, collected, document)
     scored = any(result.status == PostStatus.SCORED for result in collected.results)
     if config.metrics == MetricsMode.FULL and scored:
         outcome.lines += _add_metrics(evaluation, collected, document)
@@ -68,6 +72,20 @@ def finish_run(evaluation: Evaluation, collected: CollectedRun, baseline: Result
     if not scored:
         outcome.fail("no post was scored: each one was skipped or errored (`pytest -rs` says why), so the run fails")
     return outcome
+
+
+def _store_notes(evaluation: Evaluation, collected: CollectedRun, document: ResultsDocument) -> list[str]:
+    """Each tagger's count of posts scored from the prediction store goes into the results (their runtimes were
+    measured when they were inferred); a tagger whose threshold the store cannot serve is named, with why."""
+    notes = []
+    for label, group in group_by_tagger(collected.results).items():
+        if stored := sum(result.from_store for result in group):
+            document["taggers"][label]["posts_from_store"] = stored
+        first = group[0]
+        if (reason := evaluation.store_bypass(first.threshold, first.character_threshold)) is not None:
+            notes.append(f"prediction store not read for {printable(label)}: its {reason} (a threshold below the "
+                         "floor needs fresh inference)")
+    return notes
 
 
 def _gate(outcome: RunOutcome, baseline: ResultsDocument, gate: GateConfig) -> None:

@@ -53,11 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         run_config = RunConfig.from_options(config.option)
-        evaluation = Evaluation(run_config)
+        evaluation = Evaluation(run_config, rootdir=config.rootpath)  # the default prediction store lies there
     except (ValueError, DatasetError) as error:  # ConfigError and the registry's errors are ValueErrors
         raise pytest.UsageError(str(error)) from error
     config.stash[EVALUATION_KEY] = evaluation
     config.add_cleanup(evaluation.close)
+    _check_shard(evaluation)
     config.addinivalue_line("markers", "xdist_group(name): tests of one tagger stay on one pytest-xdist worker")
     try:
         # The controller reads the dataset's identity now: the results describe the dataset the run started on.
@@ -80,11 +81,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     evaluation = metafunc.config.stash.get(EVALUATION_KEY, None)
     specs = evaluation.specs if evaluation else ()
-    post_ids = evaluation.dataset.post_ids() if evaluation else []
+    post_ids = _post_ids(evaluation) if evaluation else []
     # One xdist group per tagger: with `--dist loadgroup` each model loads on one worker only.
     tagger_params = [pytest.param(spec, marks=pytest.mark.xdist_group(spec.label), id=spec.label) for spec in specs]
     metafunc.parametrize("tagger_run", tagger_params, indirect=True, scope="session")
     metafunc.parametrize("post_id", post_ids, ids=[f"post{post_id}" for post_id in post_ids])
+
+
+def _post_ids(evaluation: Evaluation) -> list[int]:
+    """The posts this run evaluates, for every tagger: the dataset's, or with `--tagger-shard` its shard's. Selected
+    here rather than deselected after collection, so the counts pytest prints are this shard's tests."""
+    post_ids = evaluation.dataset.post_ids()
+    shard = evaluation.config.shard
+    return post_ids if shard is None else shard.select(post_ids)
+
+
+def _check_shard(evaluation: Evaluation) -> None:
+    """A shard with no post would pass having evaluated nothing, and write no results for `tagger-eval merge`."""
+    shard, posts = evaluation.config.shard, len(evaluation.dataset)
+    if shard is not None and shard.size(posts) == 0:
+        raise pytest.UsageError(f"--tagger-shard={shard}: the dataset has {posts} posts, too few for {shard.count} "
+                                f"shards: shard {shard} would evaluate none (use at most {posts} shards)")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """`tagger-eval shard 2/3: 32 of the dataset's 96 posts (every 3rd post in id order, from the 2nd)`."""
+    evaluation = config.stash.get(EVALUATION_KEY, None)
+    if evaluation is None or evaluation.config.shard is None:
+        return None
+    return f"tagger-eval {evaluation.config.shard.describe(len(evaluation.dataset))}"
 
 
 def _tagger_spec(item: pytest.Item) -> TaggerSpec | None:

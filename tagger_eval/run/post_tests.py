@@ -45,7 +45,7 @@ def test_post_score(
         return result
 
     if not tagger_run.identity_reported:  # once per loaded tagger, so the controller can name the model
-        record_property(Property.IDENTITY, {tagger_run.label: tagger_run.tagger.identity()})
+        record_property(Property.IDENTITY, {tagger_run.label: tagger_run.identity})
         if tagger_run.settings.keep_probabilities_above is not None and (counts := tagger_run.tagger.tag_counts()):
             record_property(Property.TAG_COUNTS, {tagger_run.label: dict(counts)})
         tagger_run.identity_reported = True

@@ -57,6 +57,9 @@ class Tagger(ABC):
     # Named general thresholds the authors publish (Camie: micro-opt, macro-opt); `--threshold-profile` picks one.
     threshold_profiles: Mapping[str, float] = MappingProxyType({})
     default_profile: str | None = None
+    # Its output is a function of the image alone, so the prediction store may keep it and serve it again (the
+    # control tagger reads the post's tags instead: it is never stored).
+    storable: bool = True
 
     def vocabulary(self) -> Mapping[str, int] | None:
         """Tag -> category for every tag the tagger can output; None for an open vocabulary."""
