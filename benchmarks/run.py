@@ -122,7 +122,7 @@ def pytest_run(arguments: list[str], workdir: Path, all_plugins: bool = False) -
     store = workdir / "stores" / f"{time.time_ns()}.sqlite"
     command = [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                *(() if all_plugins else RUN_PLUGINS), "--benchmark-disable", "--no-tagger-results",
-               "--score-floor=-1000", f"--tagger-store={store}", *arguments]
+               "--score-floor=-1e9", f"--tagger-store={store}", *arguments]
     environment = dict(os.environ)
     if not all_plugins:
         environment["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"

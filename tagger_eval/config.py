@@ -160,8 +160,9 @@ RUN_OPTIONS = (
     Option("--execution-provider", "onnxruntime provider for ONNX taggers (default: auto, the fastest installed)",
            {"type": choice(ExecutionProvider), "default": ExecutionProvider.AUTO,
             "metavar": "|".join(ExecutionProvider)}),
-    Option("--tagger-batch-size", "images per model call; the next batch decodes while the model runs (default: 1)",
-           {"type": positive_int, "default": 1, "metavar": "N"}),
+    Option("--tagger-batch-size", "images per model call; the next batch decodes while the model runs (default: "
+           "what the hardware prefers: 1 on the CPU, 16 on a GPU provider)",
+           {"type": positive_int, "default": None, "metavar": "N"}),
     Option("--tagger-threads", "intra-op threads for in-process models (default: one per core)",
            {"type": positive_int, "default": None, "metavar": "N"}),
     Option("--http-timeout", "deadline of each attempt of a request to a tagger server, the whole answer included "
@@ -269,7 +270,7 @@ class RunConfig:
     metrics: MetricsMode = MetricsMode.OFF
     soft_score_matching: SoftScoreMatching = SoftScoreMatching.MAX
     soft_score_similarity: SimilarityMeasure = SimilarityMeasure.COSINE
-    batch_size: int = 1
+    batch_size: int | None = None  # None: each tagger's `preferred_batch_size`
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     shard: Shard | None = None  # --tagger-shard: only this shard's posts
     store: Path | None = None  # --tagger-store; None: the default, under the rootdir `Evaluation` is given

@@ -151,3 +151,27 @@ def test_a_batch_size_below_one_is_a_usage_error(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("--tagger=control", "--tagger-batch-size=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--tagger-batch-size: must be at least 1, got 0*"])
+
+
+def test_the_default_batch_size_is_the_hardwares(wd14_v3_dir: Path, demo_subset) -> None:
+    """Without --tagger-batch-size a tagger runs at its preferred size: one image per call on a CPU session (the
+    fastest measured there), 16 on a GPU provider; the option overrides it."""
+    from tagger_eval.config import parse_run_config
+    from tagger_eval.run.evaluation import Evaluation
+    from tagger_eval.taggers.onnx import GPU_BATCH_SIZE, preferred_batch_size
+
+    assert preferred_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == GPU_BATCH_SIZE == 16
+    assert preferred_batch_size(["TensorrtExecutionProvider", "CUDAExecutionProvider"]) == 16
+    assert preferred_batch_size(["CPUExecutionProvider"]) == 1
+    dataset = f"--dataset={demo_subset(posts=2)}"
+    for options, expected in (([], 1), (["--tagger-batch-size=4"], 4)):
+        evaluation = Evaluation(parse_run_config([f"--tagger=wd14-onnx:{wd14_v3_dir}", dataset, "--no-tagger-store",
+                                                  "--execution-provider=cpu", *options]))
+        try:
+            [spec] = evaluation.specs
+            run = evaluation.load(spec)
+            assert run.tagger.preferred_batch_size == 1
+            assert run.batches.batch_size == expected
+            run.close()
+        finally:
+            evaluation.close()

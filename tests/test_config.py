@@ -55,7 +55,7 @@ def test_every_option_lands_in_the_config(tmp_path: Path) -> None:
 def test_defaults() -> None:
     config = parse_run_config(["--tagger=control"])
     assert config.dataset is None and config.scope == TagScope.ALL and config.metrics == MetricsMode.OFF
-    assert config.gate == GateConfig() and config.batch_size == 1 and config.output.autosave
+    assert config.gate == GateConfig() and config.batch_size is None and config.output.autosave
     assert config.thresholds.pick(TaggerSpec("control"), 0.5) == 0.5
 
 

@@ -355,7 +355,8 @@ class Evaluation:
         if use_store and tagger.storable and (opened := self.store.open()) is not None:
             identity = tagger.identity()
             store = self._outputs(opened, spec, tagger, settings, identity)
-        return TaggerRun(settings, tagger, self.tag_aliases, self.truth_options(), self.config.batch_size,
+        return TaggerRun(settings, tagger, self.tag_aliases, self.truth_options(),
+                         self.config.batch_size or tagger.preferred_batch_size,
                          self.orders.get(spec.label, ()), self.config.max_image_pixels, store, identity)
 
     def _outputs(self, store: PredictionStore, spec: TaggerSpec, tagger: Tagger, settings: TaggerSettings,

@@ -57,6 +57,8 @@ class Tagger(ABC):
     # Named general thresholds the authors publish (Camie: micro-opt, macro-opt); `--threshold-profile` picks one.
     threshold_profiles: Mapping[str, float] = MappingProxyType({})
     default_profile: str | None = None
+    # Images per model call when the run does not choose (`--tagger-batch-size`): what the hardware prefers.
+    preferred_batch_size: int = 1
     # Its output is a function of the image alone, so the prediction store may keep it and serve it again (the
     # control tagger reads the post's tags instead: it is never stored).
     storable: bool = True

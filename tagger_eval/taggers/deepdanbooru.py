@@ -50,6 +50,7 @@ from tagger_eval.taggers.deepdanbooru_onnx import (
     model_digest,
     onnx_or_keras,
 )
+from tagger_eval.taggers.onnx import preferred_batch_size
 from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.taggers.release import cache_dir, fetch_release_zip
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, is_rating, normalise_tag
@@ -180,6 +181,8 @@ class DeepDanbooruTagger(Tagger):
         if isinstance(model, KerasModel):
             model = onnx_or_keras(model, self.model_path, self.model_sha256, (self.height, self.width), options)
         self._model: OnnxModel | KerasModel | None = model
+        if isinstance(model, OnnxModel):  # TensorFlow keeps its own batching: one image per call unless asked
+            self.preferred_batch_size = preferred_batch_size(model.session.get_providers())
 
     def _open(self, options: TaggerOptions) -> OnnxModel | KerasModel:
         """The cached conversion on onnxruntime when there is one, else the Keras model (to convert, or to run)."""

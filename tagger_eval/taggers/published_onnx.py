@@ -20,7 +20,7 @@ from tagger_eval.checksums import file_digest
 from tagger_eval.config import TaggerOptions
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, check_probabilities
 from tagger_eval.taggers.hub import PublishedModel
-from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
+from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason, preferred_batch_size
 from tagger_eval.taggers.registry import TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, UNKNOWN_CATEGORY
 
@@ -90,6 +90,7 @@ class PublishedOnnxTagger(Tagger):
         self.threshold_profiles = dict(family.threshold_profiles)
         self.default_profile = family.default_profile
         self.session = create_session(self.model_path, options)
+        self.preferred_batch_size = preferred_batch_size(self.session.get_providers())
         self._read_contract()
 
     @classmethod

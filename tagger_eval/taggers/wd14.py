@@ -21,7 +21,7 @@ from tagger_eval.checksums import file_digest
 from tagger_eval.config import TaggerOptions
 from tagger_eval.taggers.base import REAL_MODEL_SCORE_FLOOR, Sample, Tagger, check_probabilities, read_text_file
 from tagger_eval.taggers.hub import PublishedModel
-from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason
+from tagger_eval.taggers.onnx import ModelLoadError, create_session, missing_package_reason, preferred_batch_size
 from tagger_eval.taggers.registry import InvalidTaggerSpec, TaggerEntry
 from tagger_eval.tags import CHARACTER, GENERAL, RATING, RATING_PREFIX
 
@@ -114,6 +114,7 @@ class WD14Tagger(Tagger):
         self.revision: str | None = None  # with repo_id, set for a published model: where the files came from
         self.repo_id: str | None = None
         self.session = create_session(model_path, options)
+        self.preferred_batch_size = preferred_batch_size(self.session.get_providers())
         tags = read_selected_tags(tags_path)
         self.tag_names = [tag for tag, _ in tags]
         self._vocabulary = dict(tags)
