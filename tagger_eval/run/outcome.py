@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tagger_eval.config import AUTOSAVE_DIR, GateConfig, MetricsMode, OutputConfig
 from tagger_eval.records import PostResult, PostStatus, ResultsDocument, group_by_tagger
-from tagger_eval.reports.compare import gate_report
+from tagger_eval.reports.compare import GateReport, gate_report
 from tagger_eval.reports.results import ResultsError, autosave_path, build_document, save
 from tagger_eval.run.evaluation import Evaluation
 from tagger_eval.tags import printable
@@ -32,6 +32,7 @@ class RunOutcome:
     document: ResultsDocument
     lines: list[str] = field(default_factory=list)  # for the terminal, after the leaderboard
     failures: list[str] = field(default_factory=list)  # those of `lines` that fail the run
+    gate: GateReport | None = None  # the comparison with the baseline, when the run had one
 
     @property
     def failed(self) -> bool:
@@ -91,7 +92,7 @@ def _store_notes(evaluation: Evaluation, collected: CollectedRun, document: Resu
 def _gate(outcome: RunOutcome, baseline: ResultsDocument, gate: GateConfig) -> None:
     """The comparison with the baseline (`--tagger-baseline`), as `tagger-eval compare` prints it; a regressed or
     slower tagger, or a baseline over another tag scope, fails the run."""
-    report = gate_report(baseline, outcome.document, gate)
+    report = outcome.gate = gate_report(baseline, outcome.document, gate)
     outcome.lines += ["", *report.lines]
     if report.refused is not None:
         outcome.fail(f"not compared with the baseline: {report.refused}")

@@ -21,7 +21,7 @@ import pytest
 from tagger_eval.config import RUN_OPTIONS, RunConfig, TaggerSpec
 from tagger_eval.data.dataset import DatasetError
 from tagger_eval.records import PostResult, ResultsDocument
-from tagger_eval.reports.compare import check_same_dataset, compare, failure_messages, scope_refusal
+from tagger_eval.reports.compare import check_same_dataset, scope_refusal
 from tagger_eval.reports.explorer import explorer_lines
 from tagger_eval.reports.leaderboard import summary_lines
 from tagger_eval.reports.results import ResultsError
@@ -337,14 +337,10 @@ class ResultCollector:
         lines: list[str] = []
         if self.outcome is not None and self.outcome.failed:
             gate_messages: set[str] = set()
-            if self.baseline is not None:
-                try:  # the same comparison the outcome made (cheap), for each regressed tagger's reasons
-                    rows = compare(self.baseline, self.outcome.document, self.evaluation.config.gate)
-                except ResultsError:
-                    rows = []
+            if (gate := self.outcome.gate) is not None:  # each regressed tagger's reasons, from the comparison made
                 lines += [f"tagger-eval: regression gate failed: {printable(row.tagger)}: {'; '.join(row.problems)}"
-                          for row in rows if row.regressed]
-                gate_messages = set(failure_messages(rows))
+                          for row in gate.rows if row.regressed]
+                gate_messages = set(gate.failures)
             lines += [f"tagger-eval: run failed: {(message.splitlines() or [''])[0]}"
                       for message in self.outcome.failures if message not in gate_messages]
         if self.benchmark_regressed:
