@@ -205,11 +205,18 @@ class PerTagger(Generic[V]):
                 by_name[name] = value
         return cls(default, by_name)
 
-    def pick(self, spec: TaggerSpec, fallback: V | None) -> V | None:
-        """The value for one tagger: by its label, then its name, then the global value, then `fallback`."""
+    def named(self, spec: TaggerSpec) -> V | None:
+        """The value given for this tagger by name (`NAME=VALUE`): by its label, then its name; None if none."""
         for key in (spec.label, spec.name):
             if key in self.by_name:
                 return self.by_name[key]
+        return None
+
+    def pick(self, spec: TaggerSpec, fallback: V | None) -> V | None:
+        """The value for one tagger: by its label, then its name, then the global value, then `fallback`."""
+        named = self.named(spec)
+        if named is not None:
+            return named
         return fallback if self.default is None else self.default
 
 

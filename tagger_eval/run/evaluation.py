@@ -304,7 +304,7 @@ class Evaluation:
         """The profile asked for (a global one applies only to taggers that publish profiles), else the tagger's
         default; one it does not publish is an error naming those it does."""
         profiles = self.config.threshold_profiles
-        named = next((profiles.by_name[key] for key in (spec.label, spec.name) if key in profiles.by_name), None)
+        named = profiles.named(spec)
         if not tagger.threshold_profiles:
             if named is not None:
                 raise TaggerError(f"--threshold-profile: {spec.label} publishes no threshold profiles")
