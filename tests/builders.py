@@ -166,3 +166,14 @@ def comparable_results(document: dict) -> dict:
         for post in tagger["posts"].values():
             post.pop("runtime_s")
     return document
+
+
+def without_store_marks(document: dict) -> dict:
+    """`comparable_results`, also without what says where the outputs came from: a run after another one of the
+    same posts reads their outputs from the prediction store (`from_store`, `posts_from_store`)."""
+    document = comparable_results(document)
+    for tagger in document["taggers"].values():
+        tagger.pop("posts_from_store", None)
+        for post in tagger["posts"].values():
+            post.pop("from_store", None)
+    return document

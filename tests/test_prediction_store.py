@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import build_wd14_model, comparable_results
+from builders import build_wd14_model, without_store_marks
 from PIL import Image
 from test_dataset import set_md5
 
@@ -81,16 +81,6 @@ def relations(db_path: Path) -> Path:
         connection.execute("INSERT INTO tag_aliases VALUES ('blue_theme', 'aqua_background', 'active')")
     connection.close()
     return db_path
-
-
-def without_store_marks(document: dict) -> dict:
-    """`comparable_results`, also without what says where the outputs came from."""
-    document = comparable_results(document)
-    for tagger in document["taggers"].values():
-        tagger.pop("posts_from_store", None)
-        for post in tagger["posts"].values():
-            post.pop("from_store", None)
-    return document
 
 
 # --- what a row keeps --------------------------------------------------------------------------------------------

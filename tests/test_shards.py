@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import comparable_results
+from builders import without_store_marks
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -87,17 +87,6 @@ def test_shards_split_the_posts_evenly_and_deterministically(ids: set[int], coun
 # --- three shards end to end --------------------------------------------------------------------------------------
 
 
-def comparable(document: ResultsDocument) -> dict[str, Any]:
-    """`comparable_results`, and without where each post's runtime came from: a run after another one of the same
-    posts reads their outputs from the prediction store (`from_store`, `posts_from_store`)."""
-    document = comparable_results(document)
-    for tagger in document["taggers"].values():
-        tagger.pop("posts_from_store", None)
-        for entry in tagger["posts"].values():
-            entry.pop("from_store", None)
-    return document
-
-
 def test_three_shards_merge_into_the_single_run(pytester: pytest.Pytester, demo_subset: Callable[..., Path],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     db_path = demo_subset(10)
@@ -130,7 +119,7 @@ def test_three_shards_merge_into_the_single_run(pytester: pytest.Pytester, demo_
     merged = load(merged_path)
     assert "shard" not in merged["settings"]
     assert merged["machine"] == single["machine"]
-    assert comparable(merged) == comparable(single)
+    assert without_store_marks(merged) == without_store_marks(single)
 
     # The gate takes the merged results as it takes a single run's (runtimes aside: shards ran in turn).
     assert cli_main(["compare", str(single_path), str(merged_path), "--runtime-slack-ms=100000"]) == 0
